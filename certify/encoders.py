@@ -1,0 +1,522 @@
+"""Exact MIP encoding of ``mechanism.apply`` for one misreporting agent.
+
+The model maximizes agent i's utility over its bids ``b_i in [low_i, high_i]`` with the others'
+bids fixed at ``v_-i``::
+
+    max_{b_i}  sum_j a_ij(b) v_ij - p_i(b)
+
+Pieces (bounds ``[l, u]`` come from :mod:`certify.tighten`; every piece is an *exact* encoding):
+
+* **Affine layers.** ``z = h_prev @ W + c``. With ``compact=True`` (default) the model keeps no
+  variable for a neuron that is stable: a stable-active neuron is the affine expression itself and
+  a stable-inactive one is 0, so expressions are carried as :class:`Affine` maps over the columns
+  that do exist (the bids and the unstable ReLU outputs) and composed exactly in float64. With
+  ``compact=False`` every live neuron gets a named variable ``z[k,j]`` and a row ``lin[k,j]``.
+* **ReLU** ``h = max(z, 0)``, unstable only (``l < 0 < u``), big-M with binary ``d``::
+
+      relu_lo:  h >= z        relu_up:  h <= z - l (1 - d)        relu_on:  h <= u d,   h >= 0
+
+* **Sparsemax** per item j over the N+1 logits ``s_.j`` (last row = "unsold"), by its KKT system::
+
+      spm_kkt:  a_r = s_r - tau_j + mu_r        spm_sum:  sum_r a_r = 1
+      a_r >= 0,  mu_r >= 0,  a_r mu_r = 0 (complementarity)
+
+  Complementarity is ``"bigm"`` (binary ``e``: ``a_r <= a_r^U e``, ``mu_r <= mu_r^U (1 - e)``) or
+  ``"sos1"`` (SOS1 on ``{a_r, mu_r}``). Bounds are exact over the logit box because sparsemax is
+  monotone: ``tau`` is nondecreasing in every ``s_r``, so ``tau in [tau(s^L), tau(s^U)]``,
+  ``a_r in [a_r(s_r^L, s_-r^U), a_r(s_r^U, s_-r^L)]`` and ``mu_r = max(tau - s_r, 0) <=
+  tau^U - s_r^L``. A row that is provably always (never) in the support gets no binary.
+* **Clipping** ``clip(t, 0, c) = c - relu(c - relu(t))``: two ReLUs, each with a binary only if
+  its bounds straddle the kink. Free payment ``p = clip(q_i, 0, payment_max)``; the fractional
+  payment's ``f = hard_sigmoid(q_i) = clip(q_i / 10 + 1/2, 0, 1)``.
+* **Fractional payment** ``p = f y``, ``y = sum_j a_ij b_ij``: both factors of every product are
+  variables for the misreporting agent, so ``w_j = a_ij b_ij`` and ``p = f y`` are bilinear
+  equalities (nonconvex MIQCP).
+
+:func:`encode` returns a :class:`RegretMIP` handle that solves the model, turns the incumbent into
+a bid profile, gives a complete MIP start for any bid (every variable is evaluated in the order it
+was defined), and reports the error between the MIP and the network's forward pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from certify import backends as bk
+from certify.tighten import Weights
+from jaxauction.bounds import NetworkBounds
+from jaxauction.mechanism import MechanismSpec
+
+SPARSEMAX_ENCODINGS = ("bigm", "sos1")
+_PAD = 1e-9  # slack on bounds computed in float64 from other bounds
+
+
+class UnsupportedArchitecture(ValueError):
+    """The mechanism has a piece that no MIP can encode exactly (e.g. a softmax allocation)."""
+
+
+def check_supported(spec: MechanismSpec) -> None:
+    if spec.allocation != "sparsemax":
+        raise UnsupportedArchitecture(
+            f"unsupported architecture: allocation={spec.allocation!r} is not piecewise linear, so it has "
+            f"no exact MIP encoding; only 'sparsemax' allocations can be certified")
+    if spec.payment not in ("fractional", "free"):
+        raise UnsupportedArchitecture(
+            f"unsupported architecture: payment={spec.payment!r} (a smooth sigmoid) has no exact MIP "
+            f"encoding; certifiable payments are 'fractional' (hard sigmoid) and 'free' (clipped)")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeOptions:
+    """Formulation choices (all exact).
+
+    Attributes:
+      sparsemax: complementarity encoding, ``"bigm"`` or ``"sos1"``.
+      compact: substitute stable neurons instead of giving each a variable.
+      ideal_inputs: neurons whose pre-activation depends on at most this many model columns
+        (the first layer: the agent's M bids) also get Anderson et al.'s ideal-formulation cuts
+        (``2^k - 2`` rows each); 0 disables them.
+    """
+
+    sparsemax: str = "bigm"
+    compact: bool = True
+    ideal_inputs: int = 4
+
+    def __post_init__(self):
+        if self.sparsemax not in SPARSEMAX_ENCODINGS:
+            raise ValueError(f"sparsemax encoding must be one of {SPARSEMAX_ENCODINGS}, got {self.sparsemax!r}")
+
+
+class Affine(NamedTuple):
+    """``coef @ x[cols] + const``: R affine expressions over model columns."""
+
+    coef: np.ndarray   # (R, K)
+    cols: np.ndarray   # (K,)
+    const: np.ndarray  # (R,)
+
+    def value(self, vals):
+        return self.coef @ vals[self.cols] + self.const
+
+    def rows(self, idx):
+        return Affine(self.coef[idx], self.cols, self.const[idx])
+
+    def dense(self, w, b):
+        """The expression ``self @ w + b`` (self is the R-vector h; w is (R, H))."""
+        return Affine(w.T @ self.coef, self.cols, w.T @ self.const + b)
+
+    def terms(self, scale=1.0):
+        return (scale * self.coef, self.cols)
+
+    @staticmethod
+    def of_cols(cols):
+        cols = np.asarray(cols, np.int64)
+        return Affine(np.eye(len(cols)), cols, np.zeros(len(cols)))
+
+    @staticmethod
+    def constant(c):
+        c = np.atleast_1d(np.asarray(c, np.float64))
+        return Affine(np.zeros((len(c), 0)), np.zeros(0, np.int64), c)
+
+
+def stack(parts: list[Affine]) -> Affine:
+    """Concatenate rows of affine maps over (possibly) different columns."""
+    cols = np.unique(np.concatenate([p.cols for p in parts])) if parts else np.zeros(0, np.int64)
+    pos = {c: k for k, c in enumerate(cols)}
+    coef = np.zeros((sum(len(p.const) for p in parts), len(cols)))
+    r = 0
+    for p in parts:
+        idx = [pos[c] for c in p.cols]
+        coef[r:r + len(p.const), idx] = p.coef
+        r += len(p.const)
+    return Affine(coef, cols, np.concatenate([p.const for p in parts]))
+
+
+def plus(p: Affine, q: Affine) -> Affine:
+    """Elementwise sum of two affine maps with the same number of rows."""
+    st = stack([p, q])
+    r = len(p.const)
+    return Affine(st.coef[:r] + st.coef[r:], st.cols, p.const + q.const)
+
+
+def sparsemax_np(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sparsemax over axis -2 of ``s`` (..., R, M) in float64; returns ``(a, tau)``, tau (..., M)."""
+    s = np.asarray(s, np.float64)
+    z = -np.sort(-s, axis=-2)
+    k = np.arange(1, s.shape[-2] + 1)[:, None]
+    cs = np.cumsum(z, axis=-2) - 1.0
+    kk = np.sum(z - cs / k > 0, axis=-2, keepdims=True)          # support size, >= 1
+    tau = np.take_along_axis(cs, kk - 1, axis=-2) / kk
+    return np.maximum(s - tau, 0.0), tau[..., 0, :]
+
+
+def forward64(w: Weights, spec: MechanismSpec, bids: np.ndarray):
+    """float64 numpy forward pass: bids (..., N, M) -> ``(alloc (..., N, M), pay (..., N))``."""
+    bids = np.asarray(bids, np.float64)
+    lead = bids.shape[:-2]
+    h = bids.reshape(lead + (-1,))
+    for wk, bk_ in w.trunk:
+        h = np.maximum(h @ wk + bk_, 0.0)
+    s = (h @ w.alloc[0] + w.alloc[1]).reshape(lead + (spec.n_agents + 1, spec.n_items))
+    q = h @ w.pay[0] + w.pay[1]
+    a = sparsemax_np(s)[0][..., : spec.n_agents, :]
+    if spec.payment == "free":
+        p = np.clip(q, 0.0, spec.payment_max)
+    else:
+        p = np.clip(q / 10 + 0.5, 0.0, 1.0) * np.sum(a * bids, axis=-1)
+    return a, p
+
+
+def utility64(w: Weights, spec: MechanismSpec, bids: np.ndarray, vals: np.ndarray, agent: int):
+    """Agent ``agent``'s true utility ``sum_j a_ij v_ij - p_i`` at bids (..., N, M) (float64)."""
+    a, p = forward64(w, spec, bids)
+    u = np.sum(a[..., agent, :] * np.asarray(vals, np.float64)[agent], axis=-1) - p[..., agent]
+    return float(u) if np.ndim(u) == 0 else u
+
+
+_apply_jit = None
+
+
+def apply_jax(params, spec: MechanismSpec, bids) -> tuple[np.ndarray, np.ndarray]:
+    """The JAX forward pass (jitted ``mechanism.apply``, float32) of one (N, M) profile, as numpy."""
+    global _apply_jit
+    import jax
+    import jax.numpy as jnp
+
+    from jaxauction import mechanism
+
+    if _apply_jit is None:
+        _apply_jit = jax.jit(mechanism.apply, static_argnums=2)
+    a, p = _apply_jit(params, jnp.asarray(bids, jnp.float32), spec)
+    return np.asarray(a, np.float64), np.asarray(p, np.float64)
+
+
+def _params_from(w: Weights) -> dict:
+    f = lambda a: np.asarray(a, np.float32)
+    return {"trunk": [{"w": f(a), "b": f(b)} for a, b in w.trunk], "alloc": {"w": f(w.alloc[0]), "b": f(w.alloc[1])},
+            "pay": {"w": f(w.pay[0]), "b": f(w.pay[1])}}
+
+
+def _product_bounds(xl, xu, yl, yu):
+    c = np.stack([xl * yl, xl * yu, xu * yl, xu * yu])
+    return c.min(0), c.max(0)
+
+
+@dataclasses.dataclass
+class RegretMIP:
+    """Handle on a built model (gurobi-machinelearning style).
+
+    Attributes:
+      backend: the solver model (:class:`certify.backends.Model`).
+      spec, agent, valuations (N, M), low, high (N, M): the problem.
+      bid_cols: (M,) columns of agent ``agent``'s bids.
+      n_unstable_relus: trunk neurons encoded with a binary.
+    """
+
+    backend: bk.Model
+    spec: MechanismSpec
+    weights: Weights
+    agent: int
+    valuations: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    bid_cols: np.ndarray
+    n_unstable_relus: int
+    evaluators: list
+    objective: tuple = ()
+    params: object = None
+
+    @property
+    def n_binaries(self) -> int:
+        return self.backend.n_binaries
+
+    def profile(self, bids_i) -> np.ndarray:
+        """Full (N, M) bid profile with agent's row replaced by ``bids_i``."""
+        b = np.array(self.valuations, np.float64, copy=True)
+        b[self.agent] = np.clip(np.asarray(bids_i, np.float64), self.low[self.agent], self.high[self.agent])
+        return b
+
+    def start_values(self, bids_i) -> np.ndarray:
+        """A complete, feasible assignment of every column for agent bids ``bids_i``."""
+        vals = np.zeros(self.backend.n_vars)
+        vals[self.bid_cols] = self.profile(bids_i)[self.agent]
+        for fn in self.evaluators:
+            fn(vals)
+        return vals
+
+    def objective_value(self, vals) -> float:
+        cols, coefs, const = self.objective
+        return float(np.dot(coefs, vals[cols]) + const)
+
+    def set_start(self, bids_i) -> None:
+        self.backend.set_start(self.start_values(bids_i))
+
+    def solve(self, **kw) -> bk.SolveResult:
+        return self.backend.solve(**kw)
+
+    def to(self, solver: str) -> "RegretMIP":
+        """Move the (recorded, not yet solved) model to ``"gurobi"`` or ``"scip"``."""
+        self.backend = self.backend.to(bk.BACKENDS[solver])
+        return self
+
+    def misreport(self, result: bk.SolveResult) -> np.ndarray | None:
+        """(N, M) bid profile at the incumbent, or None."""
+        if result.values is None:
+            return None
+        return self.profile(result.values[self.bid_cols])
+
+    def get_error(self, result: bk.SolveResult, reference: str = "jax") -> float | None:
+        """``|MIP objective at the incumbent - forward-pass utility at its bids|``.
+
+        ``reference="jax"``: the JAX forward pass ``mechanism.apply`` (float32, what training
+        uses); ``"float64"``: the same network in float64 numpy (isolates the encoding's error).
+        """
+        b = self.misreport(result)
+        if b is None or result.objective is None:
+            return None
+        if reference == "float64":
+            u = utility64(self.weights, self.spec, b, self.valuations, self.agent)
+        elif reference == "jax":
+            a, p = apply_jax(self.params, self.spec, b)
+            u = float(np.sum(a[self.agent] * self.valuations[self.agent]) - p[self.agent])
+        else:
+            raise ValueError(f"reference must be 'jax' or 'float64', got {reference!r}")
+        return abs(result.objective - u)
+
+
+class _Encoder:
+    def __init__(self, be: bk.Model, w: Weights, spec: MechanismSpec, opts: EncodeOptions):
+        self.be, self.w, self.spec, self.opts = be, w, spec, opts
+        self.evaluators: list[Callable] = []
+        self.n_unstable = 0
+
+    # -- primitives ------------------------------------------------------------------------
+    def materialize(self, var, row, index, aff: Affine, l, u) -> np.ndarray:
+        """New variables ``var`` equal to ``aff`` (rows ``row``), bounded by [l, u]."""
+        cols = self.be.add_vars(var, l, u, index=index)
+        self.be.add_linear(row, [(np.eye(len(cols)), cols), aff.terms(-1.0)], "=", aff.const, index=index)
+        self.evaluators.append(lambda v, c=cols, a=aff: v.__setitem__(c, np.clip(a.value(v), l, u)))
+        return cols
+
+    def relu(self, name, index, z: Affine, l, u) -> Affine:
+        """Affine map of ``max(z, 0)``; binaries only where ``l < 0 < u``."""
+        be = self.be
+        idx = list(index)
+        alive, unst = u > 0, (l < 0) & (u > 0)
+        if not self.opts.compact and alive.any():  # a named variable for every live neuron
+            sel = np.flatnonzero(alive)
+            zc = self.materialize(f"z{name}", f"lin{name}", [idx[j] for j in sel], z.rows(sel), l[sel], u[sel])
+            full = np.zeros((len(l), len(zc)))
+            full[sel, np.arange(len(sel))] = 1.0
+            z = Affine(full, zc, np.zeros(len(l)))
+        out_coef = z.coef * (l >= 0)[:, None]
+        out_const = z.const * (l >= 0)
+        out = Affine(out_coef, z.cols, out_const)  # stable-active rows = z, dead rows = 0
+        if unst.any():
+            sel = np.flatnonzero(unst)
+            lab = [idx[j] for j in sel]
+            zu, ls, us = z.rows(sel), l[sel], u[sel]
+            k = len(sel)
+            h = be.add_vars(f"h{name}", np.zeros(k), us, index=lab)
+            d = be.add_vars(f"d{name}", np.zeros(k), np.ones(k), binary=True, index=lab)
+            eye = np.eye(k)
+            be.add_linear(f"relu_lo{name}", [(eye, h), zu.terms(-1.0)], ">", zu.const, index=lab)
+            be.add_linear(f"relu_up{name}", [(eye, h), zu.terms(-1.0), (np.diag(-ls), d)], "<", zu.const - ls, index=lab)
+            be.add_linear(f"relu_on{name}", [(eye, h), (np.diag(-us), d)], "<", np.zeros(k), index=lab)
+            kin = len(zu.cols)
+            if 1 < kin <= self.opts.ideal_inputs:
+                self._ideal(name, lab, zu, h, d)
+
+            def ev(v, h=h, d=d, zu=zu, us=us):
+                zv = zu.value(v)
+                v[h] = np.clip(zv, 0.0, us)
+                v[d] = (zv > 0).astype(np.float64)
+
+            self.evaluators.append(ev)
+            self.n_unstable += k
+            # rows of `out` for unstable neurons become the new h columns
+            hs = Affine(np.zeros((len(l), k)), h, np.zeros(len(l)))
+            hs.coef[sel, np.arange(k)] = 1.0
+            out = plus(out, hs)
+        return out
+
+    def _ideal(self, name, lab, zu: Affine, h, d):
+        """Anderson et al. (2020) ideal ReLU formulation over the box of z's few input columns.
+
+        For ``z = c @ x + c0`` with x in the box [L, U], ``Lc_i = L_i if c_i >= 0 else U_i`` and
+        ``Uc_i`` the other end, every proper nonempty subset I of the inputs gives the valid cut
+        ``h <= sum_{i in I} c_i (x_i - Lc_i (1 - d)) + (c0 + sum_{i not in I} c_i Uc_i) d``
+        (I = {} and I = all are relu_on and relu_up). With them the LP relaxation of one neuron
+        is its convex hull.
+        """
+        import itertools
+
+        xl, xu = self.be.bounds(zu.cols)
+        c = zu.coef
+        lc = np.where(c >= 0, xl, xu)
+        uc = np.where(c >= 0, xu, xl)
+        kin = len(zu.cols)
+        k = len(lab)
+        for size in range(1, kin):
+            for sub in itertools.combinations(range(kin), size):
+                m_in = np.zeros(kin, bool)
+                m_in[list(sub)] = True
+                cin = c * m_in
+                dcoef = -(np.sum(cin * lc, 1) + zu.const + np.sum(c * ~m_in * uc, 1))
+                rhs = -np.sum(cin * lc, 1)
+                tag = "".join(str(t) for t in sub)
+                self.be.add_linear(f"relu_ideal{tag}{name}", [(np.eye(k), h), (-cin, zu.cols), (np.diag(dcoef), d)],
+                                   "<", rhs, index=lab)
+
+    def clip(self, name, t: Affine, tl, tu, c) -> tuple[Affine, float, float]:
+        """``clip(t, 0, c)`` for a 1-row affine ``t`` in [tl, tu]; returns (affine, lower, upper)."""
+        tl, tu = float(tl), float(tu)
+        if tu <= 0:
+            return Affine.constant(0.0), 0.0, 0.0
+        if tl >= c:
+            return Affine.constant(c), c, c
+        g = self.relu(f"_{name}_lo", [0], t, np.array([tl]), np.array([tu])) if tl < 0 else t
+        gl, gu = max(tl, 0.0), tu
+        if gu <= c:
+            return g, gl, gu
+        # min(g, c) = c - relu(c - g)
+        r = Affine(-g.coef, g.cols, c - g.const)
+        rr = self.relu(f"_{name}_hi", [0], r, np.array([c - gu]), np.array([c - gl]))
+        return Affine(-rr.coef, rr.cols, c - rr.const), gl, min(gu, c)
+
+    def as_col(self, var, row, aff: Affine, l, u) -> int:
+        """A column equal to the 1-row ``aff`` (reuses it if ``aff`` is a single unit column)."""
+        if aff.coef.shape[1] == 1 and aff.coef[0, 0] == 1.0 and aff.const[0] == 0.0:
+            return int(aff.cols[0])
+        return int(self.materialize(var, row, None, aff, np.array([l]), np.array([u]))[0])
+
+    # -- the network -----------------------------------------------------------------------
+    def trunk(self, bid_cols, agent, vals, nb: NetworkBounds) -> Affine:
+        n, m = self.spec.n_agents, self.spec.n_items
+        coef = np.zeros((n * m, m))
+        coef[agent * m:(agent + 1) * m] = np.eye(m)
+        const = np.asarray(vals, np.float64).copy()
+        const[agent] = 0.0
+        h = Affine(coef, np.asarray(bid_cols), const.reshape(-1))
+        for k, (wk, bk_) in enumerate(self.w.trunk):
+            z = h.dense(wk, bk_)
+            iv = nb.pre[k]
+            h = self.relu(f"", [(k + 1, j) for j in range(len(bk_))], z, iv.lower, iv.upper)
+        return h
+
+    def sparsemax(self, s_cols, sl, su) -> np.ndarray:
+        """Allocation columns (N+1, M) (dummy row last) from logit columns ``s_cols`` (N+1, M)."""
+        be, opts = self.be, self.opts
+        r_, m = sl.shape
+        tau_l = sparsemax_np(sl)[1]
+        tau_u = sparsemax_np(su)[1]
+        eye = np.eye(r_, dtype=bool)[:, :, None]           # (r, r', 1): row r' == r
+        a_l = sparsemax_np(np.where(eye, sl[None], su[None]))[0][eye[..., 0]]  # (r, m)
+        a_u = sparsemax_np(np.where(eye, su[None], sl[None]))[0][eye[..., 0]]
+        a_l = np.clip(a_l - _PAD, 0.0, 1.0)
+        a_u = np.clip(a_u + _PAD, 0.0, 1.0)
+        tau_l, tau_u = tau_l - _PAD, tau_u + _PAD
+        mu_u = np.maximum(tau_u[None] - sl + _PAD, 0.0)
+        a_u = np.where(su < tau_l[None], 0.0, a_u)  # never in the support
+        mu_u = np.where(a_l > 0, 0.0, mu_u)           # always in the support
+        lab = [(r, j) for r in range(r_) for j in range(m)]
+        a = be.add_vars("a", a_l.ravel(), a_u.ravel(), index=lab).reshape(r_, m)
+        tau = be.add_vars("tau", tau_l, tau_u, index=range(m) if m > 1 else [0])
+        mu = be.add_vars("mu", np.zeros(r_ * m), mu_u.ravel(), index=lab).reshape(r_, m)
+        k = r_ * m
+        tau_rep = np.tile(tau, r_)  # row-major (r, j) -> tau[j]
+        be.add_linear("spm_kkt", [(np.eye(k), a.ravel()), (-np.eye(k), s_cols.ravel()), (np.eye(k), tau_rep),
+                                  (-np.eye(k), mu.ravel())], "=", np.zeros(k), index=lab)
+        summ = np.zeros((m, k))
+        for j in range(m):
+            summ[j, j::m] = 1.0
+        be.add_linear("spm_sum", [(summ, a.ravel())], "=", np.ones(m), index=range(m) if m > 1 else [0])
+        amb = (a_u.ravel() > 0) & (mu_u.ravel() > 0)
+        e = None
+        if amb.any():
+            sel = np.flatnonzero(amb)
+            lab_s = [lab[t] for t in sel]
+            if opts.sparsemax == "sos1":
+                be.add_sos1("spm_sos", np.stack([a.ravel()[sel], mu.ravel()[sel]], 1), index=lab_s)
+            else:
+                q = len(sel)
+                e = be.add_vars("e", np.zeros(q), np.ones(q), binary=True, index=lab_s)
+                be.add_linear("spm_on", [(np.eye(q), a.ravel()[sel]), (np.diag(-a_u.ravel()[sel]), e)], "<",
+                              np.zeros(q), index=lab_s)
+                be.add_linear("spm_off", [(np.eye(q), mu.ravel()[sel]), (np.diag(mu_u.ravel()[sel]), e)], "<",
+                              mu_u.ravel()[sel], index=lab_s)
+
+        def ev(v, sel=np.flatnonzero(amb)):
+            sv = v[s_cols]
+            av, tv = sparsemax_np(sv)
+            v[a] = np.clip(av, a_l, a_u)
+            v[tau] = np.clip(tv, tau_l, tau_u)
+            v[mu] = np.clip(np.maximum(tv[None] - sv, 0.0), 0.0, mu_u)
+            if e is not None:
+                v[e] = (av.ravel()[sel] > 0).astype(np.float64)
+
+        self.evaluators.append(ev)
+        return a
+
+
+def encode(backend: bk.Model, weights: Weights, spec: MechanismSpec, valuations, agent: int, low, high,
+           nb: NetworkBounds, options: EncodeOptions = EncodeOptions(), params=None) -> RegretMIP:
+    """Build the regret MIP of ``agent`` at profile ``valuations`` into ``backend``.
+
+    Args:
+      backend: an empty :class:`certify.backends.Model` (or a solver subclass of it).
+      weights: float64 weights (:func:`certify.tighten.weights64`).
+      spec: the architecture (sparsemax allocation; fractional or free payment).
+      valuations: (N, M) true profile ``v``; the others' bids are fixed at ``v_-i``.
+      agent: the misreporting agent i.
+      low, high: (N, M) bid support; agent i's bids range over ``[low_i, high_i]``.
+      nb: bounds valid on that box (:func:`certify.tighten.tighten`).
+      options: formulation choices.
+      params: the original parameter pytree (for :meth:`RegretMIP.get_error`'s JAX replay; rebuilt
+        from ``weights`` if omitted).
+    """
+    check_supported(spec)
+    v = np.asarray(valuations, np.float64)
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    n, m = spec.n_agents, spec.n_items
+    enc = _Encoder(backend, weights, spec, options)
+    bid_cols = backend.add_vars("b", low[agent], high[agent], index=[(agent, j) for j in range(m)])
+    h = enc.trunk(bid_cols, agent, v, nb)
+    # Heads: allocation logits s (all rows: sparsemax couples them) and agent i's payment logit.
+    s_aff = h.dense(*weights.alloc)
+    s_cols = enc.materialize("s", "alloc_lin", [(r, j) for r in range(n + 1) for j in range(m)], s_aff,
+                             nb.alloc_logits.lower.ravel(), nb.alloc_logits.upper.ravel()).reshape(n + 1, m)
+    a = enc.sparsemax(s_cols, nb.alloc_logits.lower, nb.alloc_logits.upper)
+    q_aff = h.dense(*weights.pay).rows([agent])
+    ql, qu = float(nb.pay_logits.lower[agent]), float(nb.pay_logits.upper[agent])
+    obj_cols, obj_coef, obj_const = list(a[agent]), list(v[agent]), 0.0
+    if spec.payment == "free":
+        p, _, _ = enc.clip("pay", q_aff, ql, qu, float(spec.payment_max))
+    else:
+        t = Affine(q_aff.coef / 10.0, q_aff.cols, q_aff.const / 10.0 + 0.5)
+        f, fl, fu = enc.clip("frac", t, ql / 10 + 0.5, qu / 10 + 0.5, 1.0)
+        a_ub = backend.bounds(a[agent])[1]
+        wl, wu = _product_bounds(0.0, a_ub, low[agent], high[agent])
+        w_cols = backend.add_vars("pay_w", wl, wu, index=[(agent, j) for j in range(m)])
+        backend.add_bilinear_eq("pay_w", w_cols, a[agent], bid_cols, index=[(agent, j) for j in range(m)])
+        y = backend.add_vars("pay_y", [float(np.sum(wl))], [float(np.sum(wu))], index=[agent])
+        backend.add_linear("pay_y", [(np.ones((1, 1)), y), (-np.ones((1, m)), w_cols)], "=", [0.0], index=[agent])
+        enc.evaluators.append(lambda vv: (vv.__setitem__(w_cols, vv[a[agent]] * vv[bid_cols]),
+                                          vv.__setitem__(y, np.sum(vv[w_cols]))))
+        if fl == fu:  # constant fraction: p = f y is linear
+            p = Affine(np.array([[fl]]), y, np.zeros(1))
+        else:
+            fc = enc.as_col("frac", "frac_lin", f, fl, fu)
+            pl, pu = _product_bounds(fl, fu, float(np.sum(wl)), float(np.sum(wu)))
+            pc = backend.add_vars("pay", pl, pu, index=[agent])
+            backend.add_bilinear_eq("pay", pc, [fc], y, index=[agent])
+            enc.evaluators.append(lambda vv: vv.__setitem__(pc, vv[fc] * vv[y]))
+            p = Affine.of_cols(pc)
+    obj_cols += list(p.cols)
+    obj_coef += list(-p.coef[0])
+    obj_const -= float(p.const[0])
+    backend.set_objective(obj_cols, obj_coef, obj_const)
+    return RegretMIP(backend, spec, weights, agent, v, low, high, bid_cols, enc.n_unstable, enc.evaluators,
+                     backend.objective, params if params is not None else _params_from(weights))
+

@@ -1,0 +1,157 @@
+"""The MIP encodes mechanism.apply exactly (certify.encoders, certify.backends)."""
+import logging
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from certify import backends as bk
+from certify.encoders import (EncodeOptions, UnsupportedArchitecture, check_supported, encode, forward64,
+                              sparsemax_np, utility64)
+from certify.tighten import tighten, weights64
+from jaxauction import mechanism
+from jaxauction.mechanism import MechanismSpec
+from test_tighten import agent_box, random_net
+
+
+def gurobi_ok(model: bk.Model) -> bool:
+    try:
+        return not bk.gurobi_size_limited() or bk.gurobi_refusal(model.size()) is None
+    except Exception:
+        return False
+
+
+def test_sparsemax_np_matches_jax():
+    s = np.random.default_rng(0).normal(size=(50, 4, 3)) * 2
+    a, tau = sparsemax_np(s)
+    ref = np.asarray(mechanism.sparsemax(jnp.asarray(s, jnp.float32), axis=-2))
+    np.testing.assert_allclose(a, ref, atol=1e-6)
+    np.testing.assert_allclose(a.sum(-2), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.maximum(s - tau[:, None, :], 0), a, atol=1e-12)
+
+
+@pytest.mark.parametrize("payment", ["free", "fractional"])
+def test_forward64_matches_mechanism_apply(payment):
+    params, spec = random_net(5, n=3, m=2, hidden=(8, 8), payment=payment)
+    b = np.random.default_rng(1).random((20, 3, 2))
+    a, p = forward64(weights64(params), spec, b)
+    a_ref, p_ref = mechanism.apply(params, jnp.asarray(b, jnp.float32), spec)
+    np.testing.assert_allclose(a, np.asarray(a_ref), atol=2e-6)
+    np.testing.assert_allclose(p, np.asarray(p_ref), atol=2e-6)
+
+
+def encoded(params, spec, v, agent, lo_i, hi_i, opts=EncodeOptions(), method="crown"):
+    lo, hi = np.zeros_like(v), np.ones_like(v)
+    lo[agent], hi[agent] = lo_i, hi_i
+    nb = tighten(params, spec, agent_box(v, agent, lo_i, hi_i), method=method)
+    return encode(bk.Model(), weights64(params), spec, v, agent, lo, hi, nb, opts)
+
+
+CASES = [(payment, opts) for payment in ("free", "fractional")
+         for opts in (EncodeOptions(), EncodeOptions(sparsemax="sos1"), EncodeOptions(compact=False, ideal_inputs=0))]
+
+
+@pytest.mark.parametrize("payment,opts", CASES)
+def test_fixed_bids_objective_equals_forward_pass(payment, opts):
+    """With agent i's bids pinned (lb = ub), the MIP's optimum is the network's utility there."""
+    params, spec = random_net(7, n=2, m=2, hidden=(8, 8), payment=payment)
+    rng = np.random.default_rng(2)
+    v = rng.random((2, 2))
+    w = weights64(params)
+    nb_box = agent_box(v, 1, np.zeros(2), np.ones(2))
+    nb = tighten(params, spec, nb_box, method="lp")  # bounds valid on the whole box hold at any point
+    for _ in range(3):
+        b = rng.random(2)
+        lo, hi = np.zeros((2, 2)), np.ones((2, 2))
+        lo[1] = hi[1] = b
+        mip = encode(bk.Model(), w, spec, v, 1, lo, hi, nb, opts)
+        prof = v.copy()
+        prof[1] = b
+        want = utility64(w, spec, prof, v, 1)
+        # the complete MIP start is the network's own trace: same objective
+        assert abs(mip.objective_value(mip.start_values(b)) - want) < 1e-9
+        res = mip.to("scip").solve()
+        assert res.status == "optimal", res
+        assert abs(res.objective - want) < 1e-6
+        assert mip.get_error(res, reference="float64") < 1e-6
+
+
+@pytest.mark.parametrize("payment", ["free", "fractional"])
+def test_both_backends_same_optimum(payment):
+    params, spec = random_net(11, n=2, m=2, hidden=(8, 8), payment=payment)
+    v = np.random.default_rng(3).random((2, 2))
+    objs = {}
+    for solver in ("scip", "gurobi"):
+        mip = encoded(params, spec, v, 0, np.zeros(2), np.ones(2))
+        if solver == "gurobi" and not gurobi_ok(mip.backend):
+            continue
+        res = mip.to(solver).solve(time_limit=60)
+        assert res.status == "optimal"
+        assert mip.get_error(res, reference="float64") < 1e-6
+        objs[solver] = res.bound
+    assert "scip" in objs
+    if "gurobi" in objs:
+        assert abs(objs["scip"] - objs["gurobi"]) < 1e-5
+
+
+def test_lp_file_is_readable(tmp_path):
+    params, spec = random_net(2, hidden=(8, 8))
+    v = np.random.default_rng(4).random((2, 2))
+    mip = encoded(params, spec, v, 0, np.zeros(2), np.ones(2), EncodeOptions(compact=False)).to("scip")
+    path = tmp_path / "m.lp"
+    mip.backend.write(str(path))
+    text = path.read_text()
+    for name in ("b[0,0]", "z[1,", "lin[1,", "s[2,1]", "alloc_lin[0,0]", "spm_kkt[0,0]", "tau[0]"):
+        assert name in text, name
+    if mip.n_unstable_relus:
+        assert "relu_up[" in text and "relu_on[" in text and "d[" in text
+
+
+def test_unsupported_architectures():
+    for alloc, pay in (("softmax", "free"), ("sparsemax", "fractional_sigmoid")):
+        spec = MechanismSpec(n_agents=1, n_items=2, hidden=(4,), allocation=alloc, payment=pay)
+        with pytest.raises(UnsupportedArchitecture, match="unsupported architecture"):
+            check_supported(spec)
+
+
+def test_backend_validation():
+    m = bk.Model()
+    with pytest.raises(ValueError, match="lower bound"):
+        m.add_vars("x", [1.0], [0.0])
+    x = m.add_vars("x", [0.0, 0.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="sense"):
+        m.add_linear("c", [(np.ones((1, 2)), x)], "<=", [1.0])
+    with pytest.raises(ValueError, match="does not match"):
+        m.add_linear("c", [(np.ones((1, 3)), x)], "<", [1.0])
+    with pytest.raises(TypeError, match="only records"):
+        m.solve()
+    with pytest.raises(ValueError, match="solver"):
+        bk.new_backend("cplex")
+
+
+def test_license_refusal_is_explained(caplog):
+    """solver='gurobi' on a model over the pip license's limits names the limit and suggests SCIP."""
+    try:
+        limited = bk.gurobi_size_limited()
+    except Exception:
+        pytest.skip("Gurobi not usable here")
+    big = {"vars": 2500, "binaries": 0, "linear": 10, "quadratic": 0, "sos1": 0}
+    quad = {"vars": 250, "binaries": 0, "linear": 10, "quadratic": 3, "sos1": 0}
+    if not limited:
+        assert bk.choose_solver("gurobi", big) == "gurobi"
+        pytest.skip("full Gurobi license: nothing is refused")
+    for size, limit in ((big, "2000"), (quad, "200")):
+        with pytest.raises(bk.LicenseLimitError, match="scip") as e:
+            bk.choose_solver("gurobi", size)
+        assert limit in str(e.value)
+    bk._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="certify"):
+        assert bk.choose_solver("auto", quad) == "scip"
+        assert bk.choose_solver("auto", quad) == "scip"
+    assert sum("SCIP" in r.getMessage() for r in caplog.records) == 1  # one notice, not one per model
+    # Gurobi's own refusal at solve time (error 10010) is translated the same way.
+    m = bk.Model()
+    x = m.add_vars("x", np.zeros(2001), np.ones(2001))
+    m.set_objective(x, np.ones(2001))
+    with pytest.raises(bk.LicenseLimitError, match="--solver scip"):
+        m.to(bk.GurobiBackend).solve()
