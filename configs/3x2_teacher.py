@@ -1,0 +1,12 @@
+"""3 agents, 2 items, U[0, 1]: the teacher for 3x2.py (softmax + logistic fractional payment, no regularizer).
+
+Train it first: ``python train.py --config 3x2_teacher`` (writes runs/3x2_teacher).
+"""
+import dataclasses
+
+from default import get_config as base
+
+
+def get_config():
+    return dataclasses.replace(base(), n_agents=3, n_items=2, hidden=(128, 128, 128), allocation="softmax",
+                               payment="fractional_sigmoid", stability_weight=0.0, batch_size=4096, steps=10000)

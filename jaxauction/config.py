@@ -1,0 +1,417 @@
+"""Training configuration: one frozen, flat dataclass, Python config files, and ``field=value`` overrides.
+
+A config file (``configs/NAME.py``) defines ``get_config() -> Config``. Variants start from
+another file and change a few fields::
+
+    # configs/2x2_noreg.py
+    import dataclasses
+    from default import get_config as base     # configs/ is on sys.path while a config loads
+
+    def get_config():
+        return dataclasses.replace(base(), n_agents=2, stability_weight=0.0)
+
+``load_config("2x2")`` (or ``"2x2.py"``) reads ``configs/2x2.py`` of this repository; any other
+path to a ``.py`` file works too. ``apply_overrides(cfg, ["batch_size=512", "hidden=64,64"])``
+parses each value by the field's declared type; ``validate(cfg)`` rejects inconsistent settings.
+Every error is a :class:`ConfigError` whose message names the offending field.
+
+The training objective these fields parameterize (see ``lagrangian.py`` and ``training.py``)::
+
+    L = -rev + sum_i lam_i rgt_i + rho/2 sum_i rgt_i^2              (regret, augmented Lagrangian)
+          + sum_i mu_i ir_i + rho_ir/2 sum_i ir_i^2                   (IR; ir_i = mean_b irv_bi^ir_power)
+          + stability_weight * ReLU-stability(IBP boxes)              (Xiao et al. 2019)
+          + distill_weight * (MSE(a, a_teacher) + MSE(p, p_teacher))  (distillation)
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Optional, Sequence
+
+from jaxauction.mechanism import ALLOCATIONS, PAYMENTS, MechanismSpec
+from jaxauction.priors import UniformPrior
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+
+
+class ConfigError(ValueError):
+    """A config cannot be loaded, an override is malformed, or a setting is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that determines a training run (a run is reproducible from this and the code).
+
+    Setting:
+      name: config name (set by :func:`load_config` to the file's stem; names the default run dir).
+      n_agents: N, number of bidders.
+      n_items: M, number of items (additive valuations).
+      prior_low: lower value bound per item (length M), or one number for every item.
+      prior_high: upper value bound per item (length M), or one number for every item.
+        Every agent draws item j's value from ``U[prior_low[j], prior_high[j]]``; the same box is
+        the misreport support (PGD projection, regularizer boxes, certification).
+
+    Architecture (see ``mechanism.py``):
+      hidden: ReLU trunk widths; the paper's 1x2 nets are (128, 128), 2x2 nets (128, 128, 128).
+      allocation: "softmax" or "sparsemax".
+      payment: "fractional" (hard sigmoid, IR by construction), "fractional_sigmoid" (logistic,
+        the RegretNet teacher) or "free" (``clip(q, 0, payment_max)``; needs the IR penalty).
+      payment_max: upper clip of free payments; None means ``sum_j max_i prior_high[i, j]``
+        (= n_items for U[0, 1] values, as in the paper).
+
+    Data and optimizer:
+      seed: seeds parameter init, the training/eval sets and the per-epoch shuffles.
+      num_examples: size of the fixed training set (RegretNet: 600000), reshuffled every epoch;
+        the last partial batch of an epoch is dropped.
+      batch_size: profiles per step.
+      steps: total optimizer steps (epochs = steps * batch_size / num_examples).
+      lr: Adam learning rate of the mechanism parameters (paper: 0.01 at batch 20000).
+      lr_decay_to: multiply lr by a cosine schedule from 1 down to this factor over ``steps``
+        (1.0 = constant lr, as in the paper).
+
+    Misreports (inner maximization, ``misreport.pgd``):
+      misreport_steps: projected gradient-ascent steps per training step (paper: 25).
+      misreport_lr: step size of that ascent (paper: 0.02).
+      warm_start: start each profile's ascent at the misreports found the last time the same
+        training profile was visited (kept for the whole training set), instead of at the truthful
+        bids (the paper's choice).
+
+    Augmented Lagrangian for regret (``lagrangian.py``):
+      lambda_init: initial multiplier of every agent's regret (paper code: 5.0).
+      rho: initial quadratic penalty weight (paper: 1.0; 0.7 for its 1x2 net).
+      rho_increment: added to rho every ``rho_every`` steps (paper: 0.0 for regret).
+      rho_every: steps between rho increments.
+      lagrange_every: steps between multiplier updates ``lam_i += rho * rgt_i`` (paper: 6).
+
+    IR penalty (only meaningful for free payments; fractional payments are IR by construction):
+      ir_penalty: include the IR term in the loss (required when payment == "free").
+      ir_power: ir_i = mean_b max(0, -u_bi)^ir_power (paper: 2).
+      mu_init: initial IR multiplier (paper code: 20.0).
+      rho_ir: initial IR quadratic weight (paper: 1.0).
+      rho_ir_increment: added to rho_ir every ``rho_ir_every`` steps (paper: 5.0).
+      rho_ir_every: steps between rho_ir increments.
+      ir_every: steps between IR multiplier updates ``mu_i += rho_ir * ir_i``.
+
+    Regularizers:
+      stability_weight: weight of the ReLU-stability loss (paper: 1/400; 0 disables it). Its boxes
+        let one agent's bids range over its whole support with the others fixed at the sampled
+        profile, one box per (profile, agent).
+      stability_points: profiles of the batch used for those boxes (0 = the whole batch).
+      teacher: mechanism to distill from (run dir, checkpoint dir or reference NAME.npz; relative
+        paths resolve against the working directory, then the repository); "" = no distillation.
+      distill_weight: weight of ``MSE(alloc, teacher alloc) + MSE(pay, teacher pay)`` (paper: 1).
+
+    Logging, evaluation, checkpoints:
+      log_every: steps between metrics.jsonl lines (and progress-bar refreshes).
+      eval_every: steps between evaluations on the held-out set (0 = only at the end).
+      eval_points: held-out profiles for periodic evaluations.
+      eval_misreport_steps: PGD steps of periodic evaluations.
+      checkpoint_every: steps between saves of the mechanism and the resumable training state.
+      final_eval_points: held-out profiles of the final evaluation (final_eval.json).
+      final_eval_steps: PGD steps of the final evaluation (paper: 1000).
+      max_seconds: wall-clock training budget; when spent, training stops early (after saving)
+        and the final evaluation runs as usual. 0 = no budget; ``--resume`` can continue later.
+    """
+
+    # setting
+    name: str = "default"
+    n_agents: int = 1
+    n_items: int = 2
+    prior_low: tuple[float, ...] = (0.0,)
+    prior_high: tuple[float, ...] = (1.0,)
+    # architecture
+    hidden: tuple[int, ...] = (128, 128)
+    allocation: str = "sparsemax"
+    payment: str = "fractional"
+    payment_max: Optional[float] = None
+    # data and optimizer
+    seed: int = 0
+    num_examples: int = 640000
+    batch_size: int = 4096
+    steps: int = 3000
+    lr: float = 0.001
+    lr_decay_to: float = 1.0
+    # misreports
+    misreport_steps: int = 25
+    misreport_lr: float = 0.02
+    warm_start: bool = True
+    # augmented Lagrangian (regret)
+    lambda_init: float = 5.0
+    rho: float = 1.0
+    rho_increment: float = 0.0
+    rho_every: int = 5
+    lagrange_every: int = 6
+    # IR penalty
+    ir_penalty: bool = False
+    ir_power: float = 2.0
+    mu_init: float = 20.0
+    rho_ir: float = 1.0
+    rho_ir_increment: float = 5.0
+    rho_ir_every: int = 5
+    ir_every: int = 6
+    # regularizers
+    stability_weight: float = 0.0025
+    stability_points: int = 0
+    teacher: str = ""
+    distill_weight: float = 1.0
+    # logging, evaluation, checkpoints
+    log_every: int = 50
+    eval_every: int = 0
+    eval_points: int = 2000
+    eval_misreport_steps: int = 200
+    checkpoint_every: int = 500
+    final_eval_points: int = 10000
+    final_eval_steps: int = 1000
+    max_seconds: float = 0.0
+
+    # ---- derived values -------------------------------------------------------------------
+    def prior(self) -> UniformPrior:
+        """The valuation prior: ``U[prior_low[j], prior_high[j]]`` for every agent and item j."""
+        lows, highs = _per_item(self, "prior_low"), _per_item(self, "prior_high")
+        row_lo, row_hi = tuple(lows), tuple(highs)
+        return UniformPrior(tuple(row_lo for _ in range(self.n_agents)), tuple(row_hi for _ in range(self.n_agents)))
+
+    def spec(self) -> MechanismSpec:
+        """The mechanism architecture."""
+        pmax = self.payment_max
+        if pmax is None:
+            pmax = float(sum(_per_item(self, "prior_high")))
+        return MechanismSpec(self.n_agents, self.n_items, tuple(self.hidden), self.allocation, self.payment, float(pmax))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}")
+        hints = typing.get_type_hints(cls)
+        kw = {}
+        for k, v in d.items():
+            kw[k] = tuple(v) if _is_tuple(hints[k]) and v is not None else v
+        return cls(**kw)
+
+
+def _per_item(cfg: Config, name: str) -> list[float]:
+    vals = [float(x) for x in getattr(cfg, name)]
+    if len(vals) == 1:
+        return vals * cfg.n_items
+    if len(vals) != cfg.n_items:
+        raise ConfigError(f"{name}: needs 1 or n_items={cfg.n_items} values, got {len(vals)}")
+    return vals
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """``"2x2"``/``"2x2.py"`` -> ``configs/2x2.py`` of this repo; an existing file path as is."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p.resolve()
+    stem = p.name[:-3] if p.name.endswith(".py") else p.name
+    if len(p.parts) == 1:
+        cand = CONFIG_DIR / f"{stem}.py"
+        if cand.is_file():
+            return cand
+        avail = sorted(f.stem for f in CONFIG_DIR.glob("*.py"))
+        raise ConfigError(f"config {str(name_or_path)!r}: no such file, and no {cand}; available: {avail}")
+    raise ConfigError(f"config {str(name_or_path)!r}: no such file")
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    """Load ``get_config()`` from a config file (see :func:`resolve_config_path`).
+
+    The file's directory is on ``sys.path`` while it runs, so a variant can
+    ``from default import get_config as base``; modules imported that way are dropped afterwards
+    so files from different directories never shadow each other. The returned config's ``name``
+    is the file's stem.
+    """
+    path = resolve_config_path(name_or_path)
+    before = set(sys.modules)
+    sys.path.insert(0, str(path.parent))
+    try:
+        mod_name = f"_jaxauction_config_{abs(hash(str(path)))}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            if not hasattr(module, "get_config"):
+                raise ConfigError(f"config {path}: defines no get_config()")
+            cfg = module.get_config()
+        except ConfigError:
+            raise
+        except Exception as e:  # a broken config file: say which one
+            raise ConfigError(f"config {path}: {type(e).__name__}: {e}") from e
+    finally:
+        sys.path.remove(str(path.parent))
+        for k in set(sys.modules) - before:
+            f = getattr(sys.modules[k], "__file__", None) or ""
+            if k.startswith("_jaxauction_config_") or Path(f).parent == path.parent:
+                del sys.modules[k]
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"config {path}: get_config() returned {type(cfg).__name__}, not Config")
+    return dataclasses.replace(cfg, name=path.stem)
+
+
+# ---- overrides -----------------------------------------------------------------------------
+
+def _is_tuple(tp) -> bool:
+    return typing.get_origin(tp) is tuple
+
+
+def _optional_inner(tp):
+    """``Optional[X]`` -> X, else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0]
+    return None
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _parse_scalar(field: str, tp, text: str):
+    text = text.strip()
+    try:
+        if tp is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError("expected true/false")
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return text
+    except ValueError as e:
+        raise ConfigError(f"{field}: cannot parse {text!r} as {tp.__name__} ({e})") from None
+    raise ConfigError(f"{field}: unsupported field type {tp}")
+
+
+def parse_value(field: str, tp, text: str):
+    """Parse ``text`` as a value of type ``tp`` (int, float, bool, str, Optional[X], tuple[X, ...])."""
+    inner = _optional_inner(tp)
+    if inner is not None:
+        return None if text.strip().lower() in ("none", "null", "") else parse_value(field, inner, text)
+    if _is_tuple(tp):
+        elem = typing.get_args(tp)[0]
+        parts = [s for s in text.replace("(", "").replace(")", "").split(",") if s.strip()]
+        if not parts:
+            raise ConfigError(f"{field}: expected a comma-separated list of {elem.__name__}, got {text!r}")
+        return tuple(_parse_scalar(field, elem, s) for s in parts)
+    return _parse_scalar(field, tp, text)
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``["field=value", ...]``; values are parsed by the field's type (tuples: ``a,b,c``)."""
+    hints = typing.get_type_hints(Config)
+    changes = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected field=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in hints:
+            near = [f for f in hints if key.lower() in f or f in key.lower()]
+            raise ConfigError(f"{key}: unknown config field" + (f" (did you mean {near}?)" if near else ""))
+        changes[key] = parse_value(key, hints[key], text)
+    return dataclasses.replace(cfg, **changes)
+
+
+# ---- validation ----------------------------------------------------------------------------
+
+def resolve_teacher(teacher: str) -> Path:
+    """A teacher path: as given if it exists (relative to the cwd), else relative to the repo."""
+    p = Path(teacher)
+    if p.exists() or p.is_absolute():
+        return p
+    return REPO / p
+
+
+def validate(cfg: Config, check_files: bool = True) -> Config:
+    """Raise :class:`ConfigError` naming the field if ``cfg`` is inconsistent; return ``cfg``.
+
+    Checks types, positive sizes, known options, the prior box, and combinations: free payments
+    need the IR penalty; distillation needs a teacher (and ``check_files`` checks it exists);
+    a teacher with ``distill_weight == 0`` is rejected as a likely mistake.
+    """
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        v, tp = getattr(cfg, f.name), hints[f.name]
+        inner = _optional_inner(tp)
+        if inner is not None:
+            if v is None:
+                continue
+            tp = inner
+        if _is_tuple(tp):
+            elem = typing.get_args(tp)[0]
+            ok = isinstance(v, tuple) and len(v) > 0 and all(
+                isinstance(x, elem) or (elem is float and isinstance(x, int) and not isinstance(x, bool)) for x in v)
+            if not ok:
+                raise ConfigError(f"{f.name}: expected a non-empty tuple of {elem.__name__}, got {v!r}")
+        elif tp is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{f.name}: expected a float, got {v!r}")
+        elif not isinstance(v, tp) or (tp is int and isinstance(v, bool)):
+            raise ConfigError(f"{f.name}: expected {tp.__name__}, got {v!r}")
+
+    def positive(*names):
+        for n in names:
+            if getattr(cfg, n) <= 0:
+                raise ConfigError(f"{n}: must be positive, got {getattr(cfg, n)}")
+
+    def nonneg(*names):
+        for n in names:
+            if getattr(cfg, n) < 0:
+                raise ConfigError(f"{n}: must be >= 0, got {getattr(cfg, n)}")
+
+    positive("n_agents", "n_items", "num_examples", "batch_size", "steps", "lr", "misreport_lr",
+             "rho_every", "lagrange_every", "rho_ir_every", "ir_every", "log_every", "eval_points",
+             "checkpoint_every", "final_eval_points", "ir_power")
+    nonneg("misreport_steps", "lambda_init", "rho", "rho_increment", "mu_init", "rho_ir", "rho_ir_increment",
+           "stability_weight", "stability_points", "distill_weight", "eval_every", "eval_misreport_steps",
+           "final_eval_steps", "max_seconds")
+    if any(h <= 0 for h in cfg.hidden):
+        raise ConfigError(f"hidden: widths must be positive, got {cfg.hidden}")
+    if cfg.allocation not in ALLOCATIONS:
+        raise ConfigError(f"allocation: must be one of {ALLOCATIONS}, got {cfg.allocation!r}")
+    if cfg.payment not in PAYMENTS:
+        raise ConfigError(f"payment: must be one of {PAYMENTS}, got {cfg.payment!r}")
+    if cfg.payment_max is not None and cfg.payment_max <= 0:
+        raise ConfigError(f"payment_max: must be positive or None, got {cfg.payment_max}")
+    if not 0.0 <= cfg.lr_decay_to <= 1.0:
+        raise ConfigError(f"lr_decay_to: must be in [0, 1], got {cfg.lr_decay_to}")
+    lows, highs = _per_item(cfg, "prior_low"), _per_item(cfg, "prior_high")
+    for j, (lo, hi) in enumerate(zip(lows, highs)):
+        if not hi > lo:
+            raise ConfigError(f"prior_high: item {j} has high {hi} <= low {lo}")
+    if cfg.batch_size > cfg.num_examples:
+        raise ConfigError(f"batch_size: {cfg.batch_size} exceeds num_examples={cfg.num_examples}")
+    if cfg.stability_points > cfg.batch_size:
+        raise ConfigError(f"stability_points: {cfg.stability_points} exceeds batch_size={cfg.batch_size}")
+    if cfg.payment == "free" and not cfg.ir_penalty:
+        raise ConfigError("ir_penalty: free payments are not IR by construction; set ir_penalty=true")
+    if cfg.teacher and cfg.distill_weight == 0:
+        raise ConfigError(f"distill_weight: is 0 but teacher={cfg.teacher!r} is set; set distill_weight > 0 "
+                          f"or teacher=''")
+    if cfg.teacher and check_files and not resolve_teacher(cfg.teacher).exists():
+        raise ConfigError(f"teacher: {cfg.teacher} does not exist (train the teacher run first; "
+                          f"the shipped *_distill/NxM configs name their *_teacher run in runs/)")
+    return cfg
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=1)
