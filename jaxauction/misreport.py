@@ -46,6 +46,7 @@ from typing import Optional
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxauction import auction
@@ -149,8 +150,11 @@ def pgd(params: Params, spec: MechanismSpec, vals: jax.Array, init: jax.Array, l
     low = jnp.asarray(low, jnp.float32)
     high = jnp.asarray(high, jnp.float32)
     _check_inputs(spec, vals, init, low, high)
-    if not isinstance(low, jax.core.Tracer) and not isinstance(high, jax.core.Tracer) \
-            and bool(jnp.any(low > high)):
+    try:  # concrete bounds (numpy or jax arrays) are checked here; traced ones cannot be
+        inverted = bool(np.any(np.asarray(low) > np.asarray(high)))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        inverted = False
+    if inverted:
         raise ValueError(f"misreport support needs low <= high everywhere, got low={low.tolist()}, "
                          f"high={high.tolist()}")
     return _pgd_jit(params, spec, vals, init, low, high, jnp.float32(lr), steps=int(steps),

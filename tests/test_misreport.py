@@ -215,3 +215,16 @@ def test_matches_the_paper_pgd_on_the_reference_1x2(refdir):
     _, rgt2 = misreport.regret_pgd(params, spec, vals, low, high, steps=1000, lr=0.02)
     gap = cert - np.asarray(rgt2)[:, 0]
     assert np.all(gap >= -1e-4) and np.mean(gap) < 5e-3, gap
+
+
+def test_pgd_accepts_concrete_jax_bounds_inside_jit():
+    """Bounds passed as jax arrays (concrete or traced) must not break the low <= high check."""
+    from jaxauction import mechanism as _mech
+    spec = MechanismSpec(n_agents=1, n_items=2, hidden=(4,))
+    params = _mech.init(jax.random.PRNGKey(0), spec)
+    v = jnp.full((2, 1, 2), 0.5)
+    traced = jax.jit(lambda lo, hi: misreport.pgd(params, spec, v, v, lo, hi, steps=2, lr=0.02))
+    out = traced(jnp.zeros((1, 2)), jnp.ones((1, 2)))
+    assert out.shape == (2, 1, 2)
+    with pytest.raises(ValueError, match="low <= high"):
+        misreport.pgd(params, spec, v, v, jnp.ones((1, 2)), jnp.zeros((1, 2)), steps=2, lr=0.02)
