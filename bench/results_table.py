@@ -1,0 +1,125 @@
+"""Write RESULTS.md: our shipped networks next to the paper's Tables 1 and 2.
+
+Reads ``checkpoints/NAME/final_eval.json`` (revenue, 1000-step PGD regret on 10000 profiles) and
+``results/NAME/summary.json`` (certification by ``bench/certify_all.sh``), prints the tables and
+writes them into RESULTS.md between the ``<!-- tables -->`` markers.
+
+    python bench/results_table.py
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (name, setting, IR by construction, ReLU reg.) -> paper: solve s, revenue, emp. regret, cert. regret
+TABLE1 = [
+    ("1x2_noreg", "1x2", "yes", "no", (25.6, 0.593, 0.014, 0.019)),
+    ("1x2_reg", "1x2", "yes", "yes", (7.2, 0.569, 0.003, 0.004)),
+    ("1x2_distill", "1x2", "no", "yes", (0.034, 0.568, 0.009, 0.011)),
+    ("2x2_noreg", "2x2", "yes", "no", (13.9, 0.876, 0.009, 0.014)),
+    ("2x2_reg", "2x2", "yes", "yes", (5.8, 0.874, 0.008, 0.013)),
+    ("2x2_distill", "2x2", "no", "yes", (5.48, 0.882, 0.006, 0.011)),
+]
+TABLE2 = [("2x3", (160.7, 0.034)), ("3x2", (5.0, 0.021)), ("3x3", (71.8, 0.024))]
+
+
+def _load(name):
+    ev = ROOT / "checkpoints" / name / "final_eval.json"
+    sm = ROOT / "results" / name / "summary.json"
+    ev = json.loads(ev.read_text()) if ev.exists() else None
+    sm = json.loads(sm.read_text()) if sm.exists() else None
+    row = next((r for r in sm["rows"] if r["agent"] == "all"), sm["rows"][0]) if sm and sm.get("rows") else None
+    return ev, row
+
+
+def _f(x, fmt="{:.4f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def table1() -> str:
+    out = ["| setting | IR | ReLU reg. | pairs proven | solve s mean (std) | revenue | emp. regret | cert. regret "
+           "| emp./cert. | IR viol. rate | paper: solve s | paper: revenue | paper: emp. | paper: cert. |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, setting, ir, reg, paper in TABLE1:
+        ev, row = _load(name)
+        if ev is None:
+            out.append(f"| {setting} | {ir} | {reg} | not trained | | | | | | | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
+            continue
+        cert = row["certified_regret"]["mean"] if row and row["proven"] else None
+        st = row["solve_time_s"] if row else {}
+        ratio = ev["regret_mean"] / cert if cert else None
+        proven = f"{row['proven']}/{row['count']}" if row else "not certified"
+        out.append(
+            f"| {setting} (`{name}`) | {ir} | {reg} | {proven} | {_f(st.get('mean'), '{:.3f}')} ({_f(st.get('std'), '{:.3f}')}) "
+            f"| {ev['revenue']:.4f} | {ev['regret_mean']:.5f} | {_f(cert, '{:.5f}')} | {_f(ratio, '{:.2f}')} "
+            f"| {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
+    return "\n".join(out)
+
+
+def table2() -> str:
+    out = ["| setting | pairs proven | solve s mean (std) | revenue | emp. regret | cert. regret | IR viol. rate "
+           "| paper: solve s | paper: cert. regret |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, paper in TABLE2:
+        ev, row = _load(name)
+        if ev is None:
+            continue
+        cert = row["certified_regret"]["mean"] if row and row["proven"] else None
+        st = row["solve_time_s"] if row else {}
+        proven = f"{row['proven']}/{row['count']}" if row else "not certified"
+        out.append(f"| {name} | {proven} | {_f(st.get('mean'), '{:.3f}')} ({_f(st.get('std'), '{:.3f}')}) | {ev['revenue']:.4f} "
+                   f"| {ev['regret_mean']:.5f} | {_f(cert, '{:.5f}')} | {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} |")
+    return "\n".join(out)
+
+
+HARDWARE = {n: "one NVIDIA H200, shared with 5 other training runs (bench/gpu_rerun.sh)"
+            for n in ("2x2_reg", "2x2_noreg", "2x2_distill", "2x2_teacher", "2x3", "2x3_teacher", "3x2",
+                      "3x2_teacher", "3x3", "3x3_teacher")}
+HARDWARE.update({n: "the project's 2-core CPU" for n in ("1x2_reg", "1x2_noreg", "1x2_distill", "1x2_teacher")})
+
+
+def write_card(ckpt: Path) -> None:
+    """CARD.md for one shipped checkpoint: config, training time and hardware, revenue, regrets."""
+    name = ckpt.name
+    cfg = json.loads((ckpt / "config.json").read_text())
+    spec = json.loads((ckpt / "mechanism.json").read_text())["spec"]
+    ev, row = _load(name)
+    lines = [f"# {name}", "",
+             f"- setting: {cfg['n_agents']} agent(s) x {cfg['n_items']} item(s), additive values, item j ~ U[low_j, high_j] with low={cfg['prior_low']}, high={cfg['prior_high']}",
+             f"- architecture: ReLU trunk {spec['hidden']}, {spec['allocation']} allocation, {spec['payment']} payment"
+             + (f" (clip to [0, {spec['payment_max']}])" if spec["payment"] == "free" else ""),
+             f"- config: `configs/{cfg['name']}.py` (resolved copy: `config.json`); reproduce with "
+             f"`python train.py --config {cfg['name']}`" + (" --set teacher=<teacher run>" if cfg.get("teacher") else ""),
+             f"- hardware: {HARDWARE.get(name, 'unknown')}"]
+    if ev:
+        lines += [f"- training: {ev['step']} steps in {ev['train_seconds']:.0f} s (batch {cfg['batch_size']})",
+                  f"- revenue {ev['revenue']:.4f}; PGD regret mean {ev['regret_mean']:.5f}, max {ev['regret_max']:.4f} "
+                  f"({ev['points']} profiles, {ev['steps']} steps); IR violation rate {ev['ir_violation_rate']:.3f}, "
+                  f"revenue with IR-violating profiles zeroed {ev['revenue_ir_zeroed']:.4f}"]
+    if row:
+        cr = row["certified_regret"]
+        lines += [f"- certified regret (results/{name}/, `bash bench/certify_all.sh`): mean {_f(cr.get('mean'), '{:.5f}')}, "
+                  f"max {_f(cr.get('max'), '{:.5f}')} over {row['proven']} proven of {row['count']} (profile, agent) pairs; "
+                  f"MIP solve time mean {row['solve_time_s']['mean']:.3f} s"]
+    else:
+        lines += ["- certified regret: not certified yet (`python certify.py --ckpt checkpoints/%s`)" % name]
+    (ckpt / "CARD.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    for ckpt in sorted((ROOT / "checkpoints").iterdir()):
+        if (ckpt / "mechanism.json").exists():
+            write_card(ckpt)
+    text = "### Table 1 (1x2 and 2x2)\n\n" + table1() + "\n\n### Table 2 (larger settings, no IR guarantee)\n\n" + table2()
+    print(text)
+    path = ROOT / "RESULTS.md"
+    doc = path.read_text()
+    new = re.sub(r"<!-- tables -->.*<!-- /tables -->", "<!-- tables -->\n" + text.replace("\\", "\\\\") + "\n<!-- /tables -->",
+                 doc, flags=re.S)
+    path.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
