@@ -28,9 +28,13 @@ TABLE2 = [("2x3", (160.7, 0.034)), ("3x2", (5.0, 0.021)), ("3x3", (71.8, 0.024))
 
 def _load(name):
     ev = ROOT / "checkpoints" / name / "final_eval.json"
-    sm = ROOT / "results" / name / "summary.json"
+    out = ROOT / "results" / name
     ev = json.loads(ev.read_text()) if ev.exists() else None
-    sm = json.loads(sm.read_text()) if sm.exists() else None
+    sm = None
+    if (out / "results.jsonl").exists():  # re-summarize: a run cut short leaves no fresh summary.json
+        from certify.report import write_report
+
+        sm = write_report(out)["summary"]
     row = next((r for r in sm["rows"] if r["agent"] == "all"), sm["rows"][0]) if sm and sm.get("rows") else None
     return ev, row
 
