@@ -3,10 +3,10 @@
 Train the teacher first: ``python train.py --config 1x2_teacher``. Free payments are not IR by
 construction, so the IR penalty is on (paper: mu0 = 20, rho_ir += 5 every 5 steps).
 """
-import dataclasses
 
+from default import distilled
 from default import get_config as base
 
 
 def get_config():
-    return dataclasses.replace(base(), payment="free", ir_penalty=True, teacher="runs/1x2_teacher", distill_weight=1.0)
+    return distilled(base(), "runs/1x2_teacher")

@@ -3,12 +3,13 @@ sparsemax + free (clipped linear) payment with the IR penalty and the ReLU-stabi
 distilled from the teacher run runs/3x10_teacher (train ``3x10_teacher`` first). To train from
 scratch without a teacher: ``--set teacher=`` (the regret/IR/stability terms still apply).
 """
-import dataclasses
+
 import importlib
+
+from default import distilled
 
 base = importlib.import_module("3x10_teacher").get_config
 
 
 def get_config():
-    return dataclasses.replace(base(), allocation="sparsemax", payment="free", ir_penalty=True,
-                               stability_weight=1 / 400, teacher="runs/3x10_teacher", distill_weight=1.0)
+    return distilled(base(), "runs/3x10_teacher")

@@ -8,6 +8,8 @@ with a cosine decay to 1e-4, rho = 30 (paper: 1) so the multiplier grows fast en
 1000-step run, and warm-started misreports (they reach low regret sooner than truthful starts).
 The paper's own 1x2 run used batch 20000, lr 0.01, 30000 steps.
 """
+import dataclasses
+
 from jaxauction.config import Config
 
 
@@ -22,3 +24,10 @@ def get_config() -> Config:
         log_every=50, eval_every=250, eval_points=1000, eval_misreport_steps=1000, checkpoint_every=250,
         final_eval_points=10000, final_eval_steps=1000,
     )
+
+
+def distilled(cfg: Config, teacher_run: str) -> Config:
+    """The paper's "architecture 3" student of ``cfg``: sparsemax allocation, free (clipped linear)
+    payment with the IR penalty and the ReLU-stability regularizer, distilled from ``teacher_run``."""
+    return dataclasses.replace(cfg, allocation="sparsemax", payment="free", ir_penalty=True,
+                               stability_weight=1 / 400, teacher=teacher_run, distill_weight=1.0)
