@@ -8,6 +8,7 @@ writes them into RESULTS.md between the ``<!-- tables -->`` markers.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ TABLE1 = [
 TABLE2 = [("2x3", (160.7, 0.034)), ("3x2", (5.0, 0.021)), ("3x3", (71.8, 0.024))]
 
 
+@functools.lru_cache(maxsize=None)  # write_report re-plots: do it once per network
 def _load(name):
     ev = ROOT / "checkpoints" / name / "final_eval.json"
     out = ROOT / "results" / name
