@@ -1,7 +1,8 @@
 """Write RESULTS.md: our shipped networks next to the paper's Tables 1 and 2.
 
 Reads ``checkpoints/NAME/final_eval.json`` (revenue, 1000-step PGD regret on 10000 profiles) and
-``results/NAME/summary.json`` (certification by ``bench/certify_all.sh``), prints the tables and
+``results/NAME/summary.json`` (certification by ``bench/certify_all.sh``) and, where present,
+``results/NAME/pgd_restarts.json`` (1000 profiles, PGD with 8 corner-biased restarts), prints the tables and
 writes them into RESULTS.md between the ``<!-- tables -->`` markers.
 
     python bench/results_table.py
@@ -38,6 +39,9 @@ def _load(name):
 
         sm = write_report(out)["summary"]
     row = next((r for r in sm["rows"] if r["agent"] == "all"), sm["rows"][0]) if sm and sm.get("rows") else None
+    strong = out / "pgd_restarts.json"
+    if ev is not None and strong.exists():
+        ev = {**ev, "regret_restarts": json.loads(strong.read_text())["regret_mean"]}
     return ev, row
 
 
@@ -46,13 +50,13 @@ def _f(x, fmt="{:.4f}"):
 
 
 def table1() -> str:
-    out = ["| setting | IR | ReLU reg. | pairs proven | solve s mean (std) | revenue | emp. regret | cert. regret "
-           "| emp./cert. | IR viol. rate | paper: solve s | paper: revenue | paper: emp. | paper: cert. |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| setting | IR | ReLU reg. | pairs proven | solve s mean (std) | revenue | emp. regret | emp. regret, 8 restarts "
+           "| cert. regret | emp./cert. | IR viol. rate | paper: solve s | paper: revenue | paper: emp. | paper: cert. |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, setting, ir, reg, paper in TABLE1:
         ev, row = _load(name)
         if ev is None:
-            out.append(f"| {setting} | {ir} | {reg} | not trained | | | | | | | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
+            out.append(f"| {setting} | {ir} | {reg} | not trained | | | | | | | | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
             continue
         cert = row["certified_regret"]["mean"] if row and row["proven"] else None
         st = row["solve_time_s"] if row else {}
@@ -60,14 +64,16 @@ def table1() -> str:
         proven = f"{row['proven']}/{row['count']}" if row else "not certified"
         out.append(
             f"| {setting} (`{name}`) | {ir} | {reg} | {proven} | {_f(st.get('mean'), '{:.3f}')} ({_f(st.get('std'), '{:.3f}')}) "
-            f"| {ev['revenue']:.4f} | {ev['regret_mean']:.5f} | {_f(cert, '{:.5f}')} | {_f(ratio, '{:.2f}')} "
+            f"| {ev['revenue']:.4f} | {ev['regret_mean']:.5f} | {_f(ev.get('regret_restarts'), '{:.5f}')} "
+            f"| {_f(cert, '{:.5f}')} | {_f(ratio, '{:.2f}')} "
             f"| {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
     return "\n".join(out)
 
 
 def table2() -> str:
-    out = ["| setting | pairs proven | solve s mean (std) | revenue | emp. regret | cert. regret | IR viol. rate "
-           "| paper: solve s | paper: cert. regret |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| setting | pairs proven | solve s mean (std) | revenue | emp. regret | emp. regret, 8 restarts | cert. regret "
+           "| IR viol. rate | paper: solve s | paper: cert. regret |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, paper in TABLE2:
         ev, row = _load(name)
         if ev is None:
@@ -76,7 +82,7 @@ def table2() -> str:
         st = row["solve_time_s"] if row else {}
         proven = f"{row['proven']}/{row['count']}" if row else "not certified"
         out.append(f"| {name} | {proven} | {_f(st.get('mean'), '{:.3f}')} ({_f(st.get('std'), '{:.3f}')}) | {ev['revenue']:.4f} "
-                   f"| {ev['regret_mean']:.5f} | {_f(cert, '{:.5f}')} | {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} |")
+                   f"| {ev['regret_mean']:.5f} | {_f(ev.get('regret_restarts'), '{:.5f}')} | {_f(cert, '{:.5f}')} | {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} |")
     return "\n".join(out)
 
 
@@ -84,6 +90,31 @@ HARDWARE = {n: "one NVIDIA H200, shared with 5 other training runs (bench/gpu_re
             for n in ("2x2_reg", "2x2_noreg", "2x2_distill", "2x2_teacher", "2x3", "2x3_teacher", "3x2",
                       "3x2_teacher", "3x3", "3x3_teacher")}
 HARDWARE.update({n: "the project's 2-core CPU" for n in ("1x2_reg", "1x2_noreg", "1x2_distill", "1x2_teacher")})
+
+
+def _fmt_value(v) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+
+def reproduce_command(cfg: dict) -> str:
+    """``python train.py --config NAME [--set field=value ...]`` giving the resolved ``cfg``: one
+    ``--set`` per field where the run differs from today's ``configs/NAME.py`` (the teacher path
+    becomes a placeholder: it names the run directory the teacher was trained in)."""
+    from jaxauction.config import Config, load_config
+
+    ref = load_config(cfg["name"]).to_dict()
+    cfg = Config.from_dict(cfg).to_dict()  # a field added since the run takes its (old) default
+    sets = []
+    for k, v in cfg.items():
+        if k == "name":
+            continue
+        if k == "teacher":
+            if v:
+                sets.append("--set teacher=<teacher run>")
+            continue
+        if ref.get(k) != v:
+            sets.append(f"--set {k}={_fmt_value(v)}")
+    return " ".join([f"python train.py --config {cfg['name']}", *sets])
 
 
 def write_card(ckpt: Path) -> None:
@@ -97,7 +128,7 @@ def write_card(ckpt: Path) -> None:
              f"- architecture: ReLU trunk {spec['hidden']}, {spec['allocation']} allocation, {spec['payment']} payment"
              + (f" (clip to [0, {spec['payment_max']}])" if spec["payment"] == "free" else ""),
              f"- config: `configs/{cfg['name']}.py` (resolved copy: `config.json`); reproduce with "
-             f"`python train.py --config {cfg['name']}`" + (" --set teacher=<teacher run>" if cfg.get("teacher") else ""),
+             f"`{reproduce_command(cfg)}`",
              f"- hardware: {HARDWARE.get(name, 'unknown')}"]
     if ev:
         lines += [f"- training: {ev['step']} steps in {ev['train_seconds']:.0f} s (batch {cfg['batch_size']})",

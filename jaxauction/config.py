@@ -81,6 +81,10 @@ class Config:
       warm_start: start each profile's ascent at the misreports found the last time the same
         training profile was visited (kept for the whole training set), instead of at the truthful
         bids (the paper's choice).
+      misreport_restarts: R extra searches per training profile and step, started at random
+        points biased to the support's corners and faces (``misreport.restart_inits``); each
+        (profile, agent) keeps the best of the 1 + R results (also as its next warm start).
+        0 = the paper's single search. Costs about (1 + R) times the misreport time.
 
     Augmented Lagrangian for regret (``lagrangian.py``):
       lambda_init: initial multiplier of every agent's regret (paper code: 5.0).
@@ -141,6 +145,7 @@ class Config:
     misreport_steps: int = 25
     misreport_lr: float = 0.02
     warm_start: bool = True
+    misreport_restarts: int = 0
     # augmented Lagrangian (regret)
     lambda_init: float = 5.0
     rho: float = 1.0
@@ -381,7 +386,7 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     positive("n_agents", "n_items", "num_examples", "batch_size", "steps", "lr", "misreport_lr",
              "rho_every", "lagrange_every", "rho_ir_every", "ir_every", "log_every", "eval_points",
              "checkpoint_every", "final_eval_points", "ir_power")
-    nonneg("misreport_steps", "lambda_init", "rho", "rho_increment", "mu_init", "rho_ir", "rho_ir_increment",
+    nonneg("misreport_steps", "misreport_restarts", "lambda_init", "rho", "rho_increment", "mu_init", "rho_ir", "rho_ir_increment",
            "stability_weight", "stability_points", "distill_weight", "eval_every", "eval_misreport_steps",
            "final_eval_steps", "max_seconds")
     if any(h <= 0 for h in cfg.hidden):

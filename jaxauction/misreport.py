@@ -33,6 +33,14 @@ for free from the value-and-gradient evaluation of each step; the last iterate i
 extra step whose update is discarded. ``keep_best=False`` returns the last iterate, exactly as the
 reference does.
 
+Restarts (:func:`restart_inits`, :func:`best_of`, ``regret_pgd(..., restarts=R)``): the utility
+of a piecewise-linear network over the box peaks at a vertex of one of its linear regions, very
+often on the box's boundary (a corner such as "bid the maximum for everything"), which plain
+ascent from the truthful bid can miss for good. Each restart start draws every coordinate
+independently at its lower bound, its upper bound or uniformly in between (probabilities 1/4,
+1/4, 1/2), so corners and faces get starts as well as the interior; per (profile, agent) the
+candidate with the highest deviation utility wins.
+
 Everything is one jitted program per (spec, shapes, steps, optimizer, keep_best, chunk); the
 learning rate and the box are traced, so changing them does not recompile. Batches larger than
 ``chunk`` profiles are split into equal chunks run one after the other by ``lax.map`` inside the
@@ -161,13 +169,63 @@ def pgd(params: Params, spec: MechanismSpec, vals: jax.Array, init: jax.Array, l
                     optimizer=optimizer, keep_best=bool(keep_best), chunk=int(chunk))
 
 
+def restart_inits(key: jax.Array, shape: tuple[int, ...], low, high) -> jax.Array:
+    """Random starting misreports of ``shape`` (..., N, M), biased to the box's corners and faces.
+
+    Every coordinate is independently ``low`` (probability 1/4), ``high`` (1/4) or
+    ``low + U[0, 1] (high - low)`` (1/2). So a given corner of an M-item agent's box is drawn with
+    probability ``4^-M``, and every face gets starts, where a piecewise-linear mechanism's most
+    profitable misreports tend to lie (see the module docstring).
+    """
+    low = jnp.asarray(low, jnp.float32)
+    high = jnp.asarray(high, jnp.float32)
+    k_kind, k_u = jax.random.split(key)
+    kind = jax.random.randint(k_kind, shape, 0, 4)  # 0: low, 1: high, 2-3: uniform
+    frac = jnp.where(kind == 0, 0.0, jnp.where(kind == 1, 1.0, jax.random.uniform(k_u, shape, jnp.float32)))
+    return low + frac * (high - low)
+
+
+def best_of(params: Params, spec: MechanismSpec, vals: jax.Array, candidates: jax.Array) -> jax.Array:
+    """Per (profile, agent), the candidate misreport with the highest deviation utility.
+
+    Args:
+      vals: (B, N, M) true valuations.
+      candidates: (R, B, N, M) candidate misreports.
+
+    Returns:
+      (B, N, M): ``candidates[r*(b, i), b, i]`` with ``r* = argmax_r u_i(candidates[r, b, i], v_-i)``
+      (ties go to the lowest r).
+    """
+    chex.assert_rank(candidates, 4)
+    chex.assert_equal_shape([vals, candidates[0]])
+    u = jax.vmap(lambda c: auction.deviation_utilities(params, spec, vals, c))(candidates)  # (R, B, N)
+    r = jnp.argmax(u, axis=0)  # (B, N)
+    return jnp.take_along_axis(candidates, r[None, ..., None], axis=0)[0]
+
+
+def pgd_restarts(params: Params, spec: MechanismSpec, vals: jax.Array, inits: jax.Array, low, high, *,
+                 steps: int, lr: float, **kwargs) -> jax.Array:
+    """:func:`pgd` from each of R starts (inits (R, B, N, M)) as one batch, then :func:`best_of`.
+
+    Returns (B, N, M) misreports: per (profile, agent) the best of the R searches.
+    """
+    chex.assert_rank(inits, 4)
+    r, b, n, m = inits.shape
+    tiled = jnp.broadcast_to(vals, (r, b, n, m)).reshape(r * b, n, m)
+    found = pgd(params, spec, tiled, inits.reshape(r * b, n, m), low, high, steps=steps, lr=lr, **kwargs)
+    return _best_of_jit(params, spec, vals, found.reshape(r, b, n, m))
+
+
 def regret_pgd(params: Params, spec: MechanismSpec, vals: jax.Array, low, high, *, steps: int,
                lr: float, init: Optional[jax.Array] = None, key: Optional[jax.Array] = None,
-               **kwargs) -> tuple[jax.Array, jax.Array]:
+               restarts: int = 0, **kwargs) -> tuple[jax.Array, jax.Array]:
     """Misreports and regret ``max(0, u_i(mis_i, v_-i) - u_i(v))``.
 
-    Starts from ``init`` if given, else from uniform random bids in the box if ``key`` is given,
-    else from the truthful bids (the reference's choice). Extra keyword arguments go to :func:`pgd`.
+    Starts from ``init`` if given, else from uniform random bids in the box if ``key`` is given
+    (and ``restarts == 0``), else from the truthful bids (the reference's choice). With
+    ``restarts = R > 0`` (needs ``key``), R more searches start at :func:`restart_inits` points
+    and each (profile, agent) keeps the best of the 1 + R results. Extra keyword arguments go to
+    :func:`pgd`.
 
     Returns:
       ``(mis (B, N, M), regret (B, N))``.
@@ -175,13 +233,22 @@ def regret_pgd(params: Params, spec: MechanismSpec, vals: jax.Array, low, high, 
     vals = jnp.asarray(vals, jnp.float32)
     low = jnp.asarray(low, jnp.float32)
     high = jnp.asarray(high, jnp.float32)
+    if restarts < 0:
+        raise ValueError(f"restarts must be >= 0, got {restarts}")
+    if restarts and key is None:
+        raise ValueError("regret_pgd with restarts > 0 needs a PRNG key")
     if init is None:
-        if key is None:
+        if key is None or restarts:
             init = vals
         else:
             init = low + jax.random.uniform(key, vals.shape, jnp.float32) * (high - low)
-    mis = pgd(params, spec, vals, init, low, high, steps=steps, lr=lr, **kwargs)
+    if restarts:
+        starts = jnp.concatenate([init[None], restart_inits(key, (restarts, *vals.shape), low, high)])
+        mis = pgd_restarts(params, spec, vals, starts, low, high, steps=steps, lr=lr, **kwargs)
+    else:
+        mis = pgd(params, spec, vals, init, low, high, steps=steps, lr=lr, **kwargs)
     return mis, _regret_jit(params, spec, vals, mis)
 
 
 _regret_jit = jax.jit(auction.regret, static_argnames="spec")
+_best_of_jit = jax.jit(best_of, static_argnames="spec")

@@ -4,7 +4,8 @@ One training step on a batch of valuation profiles ``v`` (B, N, M):
 
 1. Misreports ``b'`` (B, N, M): ``misreport_steps`` of projected gradient ascent of every agent's
    deviation utility ``u_i(b'_i, v_-i)`` over the prior's box (``misreport.pgd``), started at the
-   truthful bids or, with ``warm_start``, at the misreports last found for the same profiles.
+   truthful bids or, with ``warm_start``, at the misreports last found for the same profiles;
+   with ``misreport_restarts = R``, also from R corner-biased random starts, keeping the best.
 2. The loss, differentiated w.r.t. the parameters only (misreports are constants)::
 
        L = -rev + sum_i lam_i rgt_i + rho/2 sum_i rgt_i^2                 (lagrangian.loss)
@@ -237,8 +238,15 @@ def _build_train_step(cfg: Config, teacher_spec: Optional[MechanismSpec], max_tr
         frozen = jax.lax.stop_gradient(state.params)
         mis = misreport.pgd(frozen, spec, vals, init, setup.low, setup.high, steps=cfg.misreport_steps,
                             lr=cfg.misreport_lr, chunk=max(cfg.batch_size, misreport.DEFAULT_CHUNK))
-        mis = jax.lax.stop_gradient(mis)
         rng, sub = jax.random.split(state.rng)
+        if cfg.misreport_restarts:
+            sub, k_restart = jax.random.split(sub)
+            starts = misreport.restart_inits(k_restart, (cfg.misreport_restarts, *vals.shape), setup.low, setup.high)
+            found = misreport.pgd_restarts(frozen, spec, vals, starts, setup.low, setup.high,
+                                           steps=cfg.misreport_steps, lr=cfg.misreport_lr,
+                                           chunk=max(cfg.batch_size * cfg.misreport_restarts, misreport.DEFAULT_CHUNK))
+            mis = misreport.best_of(frozen, spec, vals, jnp.stack([mis, found]))
+        mis = jax.lax.stop_gradient(mis)
         if 0 < n_stab < cfg.batch_size:
             stab_vals = vals[jax.random.choice(sub, cfg.batch_size, (n_stab,), replace=False)]
         else:

@@ -124,3 +124,26 @@ def test_bad_arguments(ckpt, capsys):
     assert "points" in capsys.readouterr().err
     with pytest.raises(ValueError, match="prior"):
         evaluate.evaluate(params, spec, priors.uniform(1, 3), points=4, steps=1)
+
+
+def test_restarts_reveal_the_corner_exploit_in_the_evaluation():
+    # the trap net of test_misreport: ascent from the truthful bid finds regret v/4 (v <= 0.9), the
+    # corner b = 1 gives 3v/4; --restarts finds the corner, the paper's protocol does not.
+    spec = MechanismSpec(1, 1, hidden=(1,), payment="fractional")
+    params = {"trunk": [{"w": jnp.array([[10.0]]), "b": jnp.array([-9.0])}],
+              "alloc": {"w": jnp.array([[1.0, 0.0]]), "b": jnp.zeros(2)},
+              "pay": {"w": jnp.array([[-50.0]]), "b": jnp.zeros(1)}}
+    prior = priors.uniform(1, 1)
+    v = np.asarray(prior.sample(jax.random.PRNGKey(4), 64)).ravel()
+    plain = evaluate.evaluate(params, spec, prior, points=64, seed=4, steps=50, lr=0.1)
+    strong = evaluate.evaluate(params, spec, prior, points=64, seed=4, steps=50, lr=0.1, restarts=32)
+    # brute force: the best misreport on a fine grid of [0, 1], per profile
+    grid = jnp.linspace(0.0, 1.0, 20001)
+    a, pay = mechanism.apply(params, grid.reshape(-1, 1, 1), spec)
+    a, pay = np.asarray(a).ravel(), np.asarray(pay).ravel()
+    at, pt = (np.asarray(x).ravel() for x in mechanism.apply(params, jnp.asarray(v).reshape(-1, 1, 1), spec))
+    best = np.max(a[None, :] * v[:, None] - pay[None, :], axis=1) - (at * v - pt)
+    assert plain["restarts"] == 0 and strong["restarts"] == 32
+    assert plain["regret_mean"] < 0.5 * best.mean()
+    assert strong["regret_mean"] == pytest.approx(best.mean(), abs=1e-4)
+    assert strong["regret_max"] == pytest.approx(best.max(), abs=1e-4)

@@ -228,3 +228,59 @@ def test_pgd_accepts_concrete_jax_bounds_inside_jit():
     assert out.shape == (2, 1, 2)
     with pytest.raises(ValueError, match="low <= high"):
         misreport.pgd(params, spec, v, v, jnp.ones((1, 2)), jnp.zeros((1, 2)), steps=2, lr=0.02)
+
+
+# --- restarts ------------------------------------------------------------------------------------
+
+def trap_params():
+    """1x1 net with a corner exploit that ascent from the truthful bid cannot reach.
+
+    h = relu(10 b - 9) (0 up to b = 0.9, 1 at b = 1); allocation logits (h, 0) -> a = (1 + h)/2;
+    payment logit -50 h -> fraction clip(1/2 - 5 h, 0, 1). For b <= 0.9: u(b) = (v - b/2)/2, so
+    ascent from b = v slides to b = 0 (u = v/2, regret v/4). At the corner b = 1: a = 1 and the
+    fraction is 0, u = v (regret 3v/4), the global maximum.
+    """
+    return {"trunk": [{"w": jnp.array([[10.0]]), "b": jnp.array([-9.0])}],
+            "alloc": {"w": jnp.array([[1.0, 0.0]]), "b": jnp.zeros(2)},
+            "pay": {"w": jnp.array([[-50.0]]), "b": jnp.zeros(1)}}
+
+
+def test_restarts_find_the_corner_exploit_ascent_misses():
+    vals = jnp.asarray(V4[:3]).reshape(-1, 1, 1)  # values below 0.9: truthful start in the flat part
+    key = jax.random.PRNGKey(0)
+    mis0, rgt0 = misreport.regret_pgd(trap_params(), SPEC_1x1, vals, *UNIT, steps=50, lr=0.1)
+    np.testing.assert_allclose(np.asarray(mis0).ravel(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(rgt0).ravel(), V4[:3] / 4, atol=1e-6)
+    mis, rgt = misreport.regret_pgd(trap_params(), SPEC_1x1, vals, *UNIT, steps=50, lr=0.1, restarts=16, key=key)
+    np.testing.assert_allclose(np.asarray(mis).ravel(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(rgt).ravel(), 3 * V4[:3] / 4, atol=1e-6)
+    with pytest.raises(ValueError, match="PRNG key"):
+        misreport.regret_pgd(trap_params(), SPEC_1x1, vals, *UNIT, steps=5, lr=0.05, restarts=2)
+
+
+def test_restart_inits_hit_corners_faces_and_interior_of_the_box():
+    low = np.array([[0.0, 1.0], [-1.0, 2.0]], np.float32)
+    high = np.array([[1.0, 3.0], [0.0, 2.5]], np.float32)
+    x = np.asarray(misreport.restart_inits(jax.random.PRNGKey(1), (20000, 2, 2), low, high))
+    assert x.shape == (20000, 2, 2)
+    assert np.all(x >= low) and np.all(x <= high)
+    at_low, at_high = np.mean(x == low, axis=0), np.mean(x == high, axis=0)
+    np.testing.assert_allclose(at_low, 0.25, atol=0.015)
+    np.testing.assert_allclose(at_high, 0.25, atol=0.015)
+    corner = np.all(x[:, 0] == high[0], axis=-1)  # agent 0 bids its maximum on both items
+    assert abs(corner.mean() - 1 / 16) < 0.01
+
+
+def test_best_of_picks_the_highest_deviation_utility_per_agent():
+    spec = MechanismSpec(n_agents=2, n_items=3, hidden=(8,), payment="fractional")
+    params = random_params(spec, 5)
+    vals = uniform(0, (6, 2, 3))
+    cands = uniform(1, (4, 6, 2, 3))
+    best = np.asarray(misreport.best_of(params, spec, vals, cands))
+    u = np.stack([np.asarray(dev_u(params, spec, vals, c)) for c in cands])  # (R, B, N)
+    r = u.argmax(axis=0)
+    for b in range(6):
+        for i in range(2):
+            np.testing.assert_array_equal(best[b, i], np.asarray(cands)[r[b, i], b, i])
+    # and never below any candidate, in particular the first (truthful-start) one
+    assert np.all(np.asarray(dev_u(params, spec, vals, jnp.asarray(best))) >= u.max(axis=0) - 1e-7)

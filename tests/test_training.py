@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxauction import auction, checkpoints, evaluate, mechanism, training
+from jaxauction import auction, checkpoints, evaluate, mechanism, misreport, training
 from jaxauction.config import REPO, Config, ConfigError
 
 TINY = Config(name="tiny", n_agents=1, n_items=2, hidden=(16, 16), batch_size=256, num_examples=2048, steps=100,
@@ -130,6 +130,28 @@ def test_train_step_does_not_retrace_and_guard_catches_retrace():
         assert bool(m["finite"])
     with pytest.raises(AssertionError):  # a different batch shape would recompile: caught
         step(state, data, jnp.arange(128), None)
+
+
+def test_misreport_restarts_keep_the_best_of_warm_and_random_starts():
+    cfg = dataclasses.replace(TINY, misreport_restarts=2, stability_weight=0.0)
+    setup = training.make_setup(cfg)
+    data = training.training_data(cfg, setup)
+    state = training.init_state(cfg, setup, data)
+    params = jax.tree_util.tree_map(jnp.copy, state.params)  # the step donates the state
+    idx = jnp.asarray(training.batch_indices(0, 0, cfg.num_examples, cfg.batch_size))
+    vals = data[idx]
+    plain = misreport.pgd(params, setup.spec, vals, vals, setup.low, setup.high,
+                          steps=cfg.misreport_steps, lr=cfg.misreport_lr)
+    state, m = training.make_train_step(cfg)(state, data, idx, None)
+    assert bool(m["finite"])
+    stored = state.misreports[idx]
+    u_plain = auction.deviation_utilities(params, setup.spec, vals, plain)
+    u_stored = auction.deviation_utilities(params, setup.spec, vals, stored)
+    assert np.all(np.asarray(u_stored) >= np.asarray(u_plain) - 1e-6)
+    assert np.mean(np.asarray(u_stored) > np.asarray(u_plain) + 1e-6) > 0.0  # restarts won somewhere
+    # the loss used those misreports: its regret is the mean of the stored ones' regret
+    want = auction.regret(params, setup.spec, vals, stored).mean(axis=0)
+    np.testing.assert_allclose(np.asarray(m["regret"]), np.asarray(want), rtol=1e-4, atol=1e-7)
 
 
 def test_fused_outcomes_match_auction_functions():
