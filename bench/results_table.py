@@ -135,6 +135,9 @@ def write_card(ckpt: Path) -> None:
                   f"- revenue {ev['revenue']:.4f}; PGD regret mean {ev['regret_mean']:.5f}, max {ev['regret_max']:.4f} "
                   f"({ev['points']} profiles, {ev['steps']} steps); IR violation rate {ev['ir_violation_rate']:.3f}, "
                   f"revenue with IR-violating profiles zeroed {ev['revenue_ir_zeroed']:.4f}"]
+        if ev.get("regret_restarts") is not None:
+            lines += [f"- PGD regret with 8 corner-biased restarts per search (1000 profiles, results/{name}/pgd_restarts.json): "
+                      f"mean {ev['regret_restarts']:.5f}"]
     if row:
         cr = row["certified_regret"]
         lines += [f"- certified regret (results/{name}/, `bash bench/certify_all.sh`): mean {_f(cr.get('mean'), '{:.5f}')}, "
