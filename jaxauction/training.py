@@ -236,16 +236,16 @@ def _build_train_step(cfg: Config, teacher_spec: Optional[MechanismSpec], max_tr
         chex.assert_shape(vals, (cfg.batch_size, cfg.n_agents, cfg.n_items))
         init = state.misreports[idx] if cfg.warm_start else vals
         frozen = jax.lax.stop_gradient(state.params)
-        mis = misreport.pgd(frozen, spec, vals, init, setup.low, setup.high, steps=cfg.misreport_steps,
-                            lr=cfg.misreport_lr, chunk=max(cfg.batch_size, misreport.DEFAULT_CHUNK))
         rng, sub = jax.random.split(state.rng)
-        if cfg.misreport_restarts:
+        search = dict(steps=cfg.misreport_steps, lr=cfg.misreport_lr,
+                      chunk=max(cfg.batch_size * (1 + cfg.misreport_restarts), misreport.DEFAULT_CHUNK))
+        if cfg.misreport_restarts:  # the warm/truthful start is candidate 0, so it wins ties
             sub, k_restart = jax.random.split(sub)
             starts = misreport.restart_inits(k_restart, (cfg.misreport_restarts, *vals.shape), setup.low, setup.high)
-            found = misreport.pgd_restarts(frozen, spec, vals, starts, setup.low, setup.high,
-                                           steps=cfg.misreport_steps, lr=cfg.misreport_lr,
-                                           chunk=max(cfg.batch_size * cfg.misreport_restarts, misreport.DEFAULT_CHUNK))
-            mis = misreport.best_of(frozen, spec, vals, jnp.stack([mis, found]))
+            mis = misreport.pgd_restarts(frozen, spec, vals, jnp.concatenate([init[None], starts]),
+                                         setup.low, setup.high, **search)
+        else:
+            mis = misreport.pgd(frozen, spec, vals, init, setup.low, setup.high, **search)
         mis = jax.lax.stop_gradient(mis)
         if 0 < n_stab < cfg.batch_size:
             stab_vals = vals[jax.random.choice(sub, cfg.batch_size, (n_stab,), replace=False)]
