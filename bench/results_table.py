@@ -103,23 +103,27 @@ HARDWARE = {n: "one NVIDIA H200, shared with 5 other training runs (bench/gpu_re
                       "3x2_teacher", "3x3", "3x3_teacher")}
 HARDWARE.update({n: "the project's 2-core CPU" for n in ("1x2_reg", "1x2_noreg", "1x2_distill", "1x2_teacher")})
 HARDWARE.update({n: "the project's 2-core CPU, shared with certification runs" for n in ("3x10", "3x10_teacher")})
+HARDWARE.update({n: "one NVIDIA H200, shared with 13 other training runs (bench/gpu_train_all.sh, 2026-11-26)"
+                 for n in ("2x2_reg", "2x2_noreg", "1x2_noreg")})
 
 
 def _fmt_value(v) -> str:
     return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
 
 
-def reproduce_command(cfg: dict) -> str:
+def reproduce_command(cfg: dict, steps_done: int | None = None) -> str:
     """``python train.py --config NAME [--set field=value ...]`` giving the resolved ``cfg``: one
     ``--set`` per field where the run differs from today's ``configs/NAME.py`` (the teacher path
-    becomes a placeholder: it names the run directory the teacher was trained in)."""
+    becomes a placeholder: it names the run directory the teacher was trained in). A wall-clock
+    budget (``max_seconds``) that did not stop the run (``steps_done == steps``) is left out: on a
+    slower machine it would stop the rerun early."""
     from jaxauction.config import Config, load_config
 
     ref = load_config(cfg["name"]).to_dict()
     cfg = Config.from_dict(cfg).to_dict()  # a field added since the run takes its (old) default
     sets = []
     for k, v in cfg.items():
-        if k == "name":
+        if k == "name" or (k == "max_seconds" and steps_done is not None and steps_done >= cfg["steps"]):
             continue
         if k == "teacher":
             if v:
@@ -141,10 +145,13 @@ def write_card(ckpt: Path) -> None:
              f"- architecture: ReLU trunk {spec['hidden']}, {spec['allocation']} allocation, {spec['payment']} payment"
              + (f" (clip to [0, {spec['payment_max']}])" if spec["payment"] == "free" else ""),
              f"- config: `configs/{cfg['name']}.py` (resolved copy: `config.json`); reproduce with "
-             f"`{reproduce_command(cfg)}`",
+             f"`{reproduce_command(cfg, ev['step'] if ev else None)}`",
              f"- hardware: {HARDWARE.get(name, 'unknown')}"]
     if ev:
-        lines += [f"- training: {ev['step']} steps in {ev['train_seconds']:.0f} s (batch {cfg['batch_size']})",
+        stopped = (f"; stopped by the max_seconds budget at step {ev['step']} of a {cfg['steps']}-step schedule "
+                   "(the learning-rate decay was not finished, and a rerun stops wherever the budget runs out "
+                   "on its machine)") if cfg.get("max_seconds") and ev["step"] < cfg["steps"] else ""
+        lines += [f"- training: {ev['step']} steps in {ev['train_seconds']:.0f} s (batch {cfg['batch_size']}){stopped}",
                   f"- revenue {ev['revenue']:.4f}; PGD regret mean {ev['regret_mean']:.5f}, max {ev['regret_max']:.4f} "
                   f"({ev['points']} profiles, {ev['steps']} steps); IR violation rate {ev['ir_violation_rate']:.3f}, "
                   f"revenue with IR-violating profiles zeroed {ev['revenue_ir_zeroed']:.4f}"]

@@ -35,6 +35,10 @@ def distilled(cfg: Config, teacher_run: str) -> Config:
 
     The IR penalty is linear in the violation (``ir_power=1``: ``ir_i = mean_b max(0, -u_bi)``),
     not the paper's square: squared violations of ~0.01 are ~1e-4 and barely move the payments
-    (our 1x2 student violated IR at 33% of profiles with power 2, 2% with power 1)."""
+    (our 1x2 student violated IR at 33% of profiles with power 2, 2% with power 1). The payment head
+    starts with nonnegative weights (``payment_init="nonneg"``): with plain Glorot weights, seed 0
+    of the 2x2 student started with agent 2's payment clipped at 0 on every profile, where the clip
+    passes no gradient, and agent 2 never paid (revenue 0.50 instead of ~0.86)."""
     return dataclasses.replace(cfg, allocation="sparsemax", payment="free", ir_penalty=True, ir_power=1.0,
+                               payment_init="nonneg",
                                stability_weight=1 / 400, teacher=teacher_run, distill_weight=1.0)

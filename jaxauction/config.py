@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from jaxauction.mechanism import ALLOCATIONS, PAYMENTS, MechanismSpec
+
+PAYMENT_INITS = ("glorot", "nonneg")
 from jaxauction.priors import UniformPrior
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +66,11 @@ class Config:
         the RegretNet teacher) or "free" (``clip(q, 0, payment_max)``; needs the IR penalty).
       payment_max: upper clip of free payments; None means ``sum_j max_i prior_high[i, j]``
         (= n_items for U[0, 1] values, as in the paper).
+      payment_init: "glorot" (every weight Glorot-uniform, biases 0, as RegretNet) or "nonneg"
+        (the payment head's weights start at |Glorot|, so every payment logit ``q_i = h . w_i`` is
+        >= 0 at initialization since the trunk output h is >= 0 after its ReLU). With "glorot" a
+        free payment can start clipped at 0 on *every* profile for some agent, and the clip then
+        passes no gradient: that agent never pays (seed 0 of the 2x2 student lost agent 2 so).
 
     Data and optimizer:
       seed: seeds parameter init, the training/eval sets and the per-epoch shuffles.
@@ -134,6 +141,7 @@ class Config:
     allocation: str = "sparsemax"
     payment: str = "fractional"
     payment_max: Optional[float] = None
+    payment_init: str = "glorot"
     # data and optimizer
     seed: int = 0
     num_examples: int = 640000
@@ -395,6 +403,8 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
         raise ConfigError(f"allocation: must be one of {ALLOCATIONS}, got {cfg.allocation!r}")
     if cfg.payment not in PAYMENTS:
         raise ConfigError(f"payment: must be one of {PAYMENTS}, got {cfg.payment!r}")
+    if cfg.payment_init not in PAYMENT_INITS:
+        raise ConfigError(f"payment_init: must be one of {PAYMENT_INITS}, got {cfg.payment_init!r}")
     if cfg.payment_max is not None and cfg.payment_max <= 0:
         raise ConfigError(f"payment_max: must be positive or None, got {cfg.payment_max}")
     if not 0.0 <= cfg.lr_decay_to <= 1.0:

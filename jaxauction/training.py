@@ -116,9 +116,12 @@ def _keys(seed: int) -> dict[str, jax.Array]:
 
 
 def init_state(cfg: Config, setup: Setup, data: jax.Array) -> TrainState:
-    """Fresh parameters (Glorot), Adam state, multipliers and truthful stored misreports."""
+    """Fresh parameters (Glorot; see ``Config.payment_init``), Adam state, multipliers and truthful
+    stored misreports."""
     keys = _keys(cfg.seed)
     params = mechanism.init(keys["init"], setup.spec)
+    if cfg.payment_init == "nonneg":  # every payment logit starts >= 0: no agent starts dead at the clip
+        params["pay"]["w"] = jnp.abs(params["pay"]["w"])
     mis = jnp.array(data) if cfg.warm_start else jnp.zeros((0, cfg.n_agents, cfg.n_items), jnp.float32)
     return TrainState(jnp.zeros((), jnp.int32), params, setup.optimizer.init(params),
                       setup.lagr.init(cfg.n_agents), mis, keys["rng"])

@@ -16,8 +16,9 @@ def test_load_by_name_file_and_path_agree():
 
 def test_variant_overrides_only_its_fields():
     base, noreg = load_config("2x2"), load_config("2x2_noreg")
-    assert noreg.stability_weight == 0.0
-    assert dataclasses.replace(noreg, stability_weight=base.stability_weight, name=base.name) == base
+    assert (noreg.stability_weight, noreg.rho, noreg.lambda_init) == (0.0, 10.0, 5.0)
+    assert dataclasses.replace(noreg, stability_weight=base.stability_weight, rho=base.rho,
+                               lambda_init=base.lambda_init, name=base.name) == base
     teacher, distill = load_config("1x2_teacher"), load_config("1x2_distill")
     assert (teacher.allocation, teacher.payment) == ("softmax", "fractional_sigmoid")
     assert (distill.allocation, distill.payment, distill.ir_penalty) == ("sparsemax", "free", True)

@@ -42,3 +42,30 @@ def test_shipped_1x2_certificate_bounds_pgd():
     assert cert.regret_upper >= cert.regret_lower - 1e-6
     assert cert.regret_upper >= cert.pgd_regret - 1e-6
     assert cert.regret_upper - cert.regret_lower < 1e-4
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_reproduce_command_rebuilds_the_shipped_config(name):
+    """The card's ``python train.py --config NAME --set ...`` gives back the run's own config (all
+    but the teacher path, a placeholder, and a wall-clock budget the run finished within)."""
+    import importlib.util
+    import shlex
+
+    from jaxauction.config import Config, apply_overrides, load_config
+
+    spec = importlib.util.spec_from_file_location("results_table", REPO / "bench" / "results_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    ckpt = REPO / "checkpoints" / name
+    cfg = json.loads((ckpt / "config.json").read_text())
+    done = json.loads((ckpt / "final_eval.json").read_text())["step"]
+    argv = shlex.split(table.reproduce_command(cfg, done))
+    assert argv[:4] == ["python", "train.py", "--config", cfg["name"]]
+    sets = [argv[k + 1] for k, a in enumerate(argv) if a == "--set" and not argv[k + 1].startswith("teacher=")]
+    rebuilt = apply_overrides(load_config(cfg["name"]), sets).to_dict()
+    want = Config.from_dict(cfg).to_dict()
+    if done < cfg["steps"]:  # stopped by its budget: the rerun needs the same budget
+        assert rebuilt["max_seconds"] == want["max_seconds"]
+    for key in ("teacher", "max_seconds"):
+        rebuilt.pop(key), want.pop(key)
+    assert rebuilt == want

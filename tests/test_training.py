@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxauction import auction, checkpoints, evaluate, mechanism, misreport, training
-from jaxauction.config import REPO, Config, ConfigError
+from jaxauction.config import REPO, Config, ConfigError, validate
 
 TINY = Config(name="tiny", n_agents=1, n_items=2, hidden=(16, 16), batch_size=256, num_examples=2048, steps=100,
               lr=0.01, lr_decay_to=0.5, misreport_steps=10, log_every=10, eval_every=50, eval_points=256,
@@ -227,3 +227,29 @@ def test_cli_config_errors_are_one_line_exit_2(capsys, tmp_path):
     assert "hiden" in capsys.readouterr().err
     assert main(["--config", "no_such_config"]) == 2
     assert "no_such_config" in capsys.readouterr().err
+
+
+def test_nonneg_payment_init_keeps_every_free_payment_alive():
+    """With plain Glorot weights, seed 0 of the 2x2 free-payment net starts with agent 1's payment
+    clipped at 0 on every profile, and the clip passes no gradient, so that agent would never pay
+    (seen on a 2x2 distilled student). ``payment_init="nonneg"`` (the distilled configs') starts
+    every payment logit >= 0."""
+    cfg = dataclasses.replace(TINY, n_agents=2, hidden=(128, 128, 128), payment="free", ir_penalty=True,
+                              stability_weight=0.0, num_examples=256, batch_size=256)
+    setup = training.make_setup(cfg)
+    vals = training.training_data(cfg, setup)
+    loss_fn = training.make_loss_fn(cfg, setup)
+
+    def payments_and_bias_grad(c):
+        params = training.init_state(c, setup, vals).params
+        _, p = mechanism.apply(params, vals, setup.spec)
+        grads, _ = jax.grad(loss_fn, has_aux=True)(params, setup.lagr.init(2), vals, vals, vals, None)
+        return np.asarray(p), np.asarray(grads["pay"]["b"])
+
+    p, g = payments_and_bias_grad(cfg)
+    dead = [i for i in range(2) if p[:, i].max() == 0.0]
+    assert dead == [1] and g[1] == 0.0  # the failure this option exists for
+    p, g = payments_and_bias_grad(dataclasses.replace(cfg, payment_init="nonneg"))
+    assert (p > 0).mean(axis=0).min() > 0.9 and np.all(g != 0.0)
+    with pytest.raises(ConfigError, match="payment_init"):
+        validate(dataclasses.replace(cfg, payment_init="zeros"), check_files=False)
