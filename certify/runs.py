@@ -481,12 +481,28 @@ WORKER_ENV = {
 }
 
 
-def _worker_init(ckpt: str, certify_fn, solver, time_limit, certify_kwargs) -> None:
-    """Per worker process: pin JAX to one CPU thread, load the checkpoint once."""
+def _exit_when_orphaned(parent: int, period: float = 1.0) -> None:
+    """Daemon thread body: end this worker once its parent is gone (killed by a signal that left it
+    no chance to stop its workers, e.g. SIGKILL), instead of finishing a MIP nobody will read."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
+def _worker_init(ckpt: str, certify_fn, solver, time_limit, certify_kwargs, parent: int | None = None) -> None:
+    """Per worker process: pin JAX to one CPU thread, load the checkpoint once; exit if orphaned."""
     import signal
 
     os.environ.update(WORKER_ENV)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends workers
+    if parent is not None:
+        _exit_when_orphaned(parent)
     import jax
 
     jax.config.update("jax_platforms", "cpu")
@@ -525,7 +541,8 @@ def _run_parallel(ckpt, todo, profiles, workers, certify_fn, solver, time_limit,
     ctx = mp.get_context("spawn")
     with _env(WORKER_ENV):  # inherited by the spawned workers
         ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(str(ckpt), certify_fn, solver, time_limit, certify_kwargs))
+                                 initargs=(str(ckpt), certify_fn, solver, time_limit, certify_kwargs, os.getpid()))
+        old_term = _raise_on_sigterm()
         try:
             pending = set()
             queue = list(todo)
@@ -543,7 +560,31 @@ def _run_parallel(ckpt, todo, profiles, workers, certify_fn, solver, time_limit,
         except BaseException:
             _terminate(ex)
             raise
+        finally:
+            _restore_sigterm(old_term)
         ex.shutdown(wait=True)
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM (``kill``, a batch scheduler's stop) into KeyboardInterrupt while workers run,
+    so the parent stops them like on Ctrl-C; returns the previous handler (None off the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(old) -> None:
+    import signal
+
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _terminate(ex) -> None:

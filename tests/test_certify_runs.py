@@ -307,6 +307,64 @@ def test_workers_give_the_same_results_as_serial(ckpt22, tmp_path):
     assert len(got) == 8 and len({(r["point"], r["agent"]) for r in got}) == 8
 
 
+def slow_certify(params, spec, valuations, agent, **kw):
+    """A certifier stuck in a long solve (for the kill tests)."""
+    import time
+
+    time.sleep(120)
+    return fake_certify(params, spec, valuations, agent, **kw)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killing_the_parent_ends_its_workers(ckpt22, tmp_path, sig):
+    """``kill`` (SIGTERM) stops the workers like Ctrl-C; after SIGKILL, which the parent cannot
+    handle, each worker notices it was orphaned and exits instead of finishing its MIP."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    code = ("import sys; sys.path.insert(0, %r); import test_certify_runs as t; from certify import runs; "
+            "runs.run_certification(%r, %r, points=4, workers=2, certify_fn=t.slow_certify, progress=False)"
+            % (str(Path(__file__).parent), str(ckpt22), str(out)))
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    try:
+        deadline = time.time() + 60
+        while len(_children(parent.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # let the workers initialise and take their tasks
+        workers = [k for k in _children(parent.pid)]
+        assert len(workers) >= 2, workers
+        parent.send_signal(getattr(signal, sig))
+        parent.wait(timeout=30)
+        deadline = time.time() + 20
+        alive = workers
+        while alive and time.time() < deadline:
+            time.sleep(0.3)
+            alive = [w for w in workers if Path(f"/proc/{w}").exists()
+                     and (Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+        assert alive == [], f"workers still running after {sig} to their parent: {alive}"
+        assert not (out / runs.RESULTS).exists() or (out / runs.RESULTS).read_text() == ""
+    finally:
+        parent.kill()
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
