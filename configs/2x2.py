@@ -4,7 +4,8 @@ fractional hard-sigmoid payment, ReLU-stability regularizer). Paper: batch 20000
 rho 3 with lambda_init 1 (the 1x2 default is rho 30, lambda_init 5): a softer regret penalty buys
 revenue with a little regret. On one shared H200 (bench/gpu_train_all.sh, 5530 steps in 420 s):
 revenue 0.890, mean certified regret 0.0040 (rho 30: 0.847; rho 10: 0.861). Train it on a GPU:
-a step at batch 4096 takes over a second on a 2-core CPU.
+a 2x2 step at the paper's batch 20000 takes ~4 s on a 2-core CPU even without restarts
+(BENCHMARKS.md).
 """
 import dataclasses
 

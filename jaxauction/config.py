@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from jaxauction.mechanism import ALLOCATIONS, PAYMENTS, MechanismSpec
-
-PAYMENT_INITS = ("glorot", "nonneg")
 from jaxauction.priors import UniformPrior
 
 REPO = Path(__file__).resolve().parents[1]
+PAYMENT_INITS = ("glorot", "nonneg")  # Config.payment_init
 CONFIG_DIR = REPO / "configs"
 
 
