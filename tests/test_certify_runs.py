@@ -315,16 +315,23 @@ def slow_certify(params, spec, valuations, agent, **kw):
     return fake_certify(params, spec, valuations, agent, **kw)
 
 
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) from /proc/PID/stat; None once the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _running(pid: int) -> bool:
+    st = _state_and_parent(pid)
+    return st is not None and st[0] != "Z"
+
+
 def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            kids.append(int(stat.parent.name))
-    return kids
+    kids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [k for k in kids if (st := _state_and_parent(k)) is not None and st[1] == pid and st[0] != "Z"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
@@ -349,7 +356,7 @@ def test_killing_the_parent_ends_its_workers(ckpt22, tmp_path, sig):
         while len(_children(parent.pid)) < 2 and time.time() < deadline:
             time.sleep(0.2)
         time.sleep(3)  # let the workers initialise and take their tasks
-        workers = [k for k in _children(parent.pid)]
+        workers = _children(parent.pid)
         assert len(workers) >= 2, workers
         parent.send_signal(getattr(signal, sig))
         parent.wait(timeout=30)
@@ -357,8 +364,7 @@ def test_killing_the_parent_ends_its_workers(ckpt22, tmp_path, sig):
         alive = workers
         while alive and time.time() < deadline:
             time.sleep(0.3)
-            alive = [w for w in workers if Path(f"/proc/{w}").exists()
-                     and (Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+            alive = [w for w in workers if _running(w)]
         assert alive == [], f"workers still running after {sig} to their parent: {alive}"
         assert not (out / runs.RESULTS).exists() or (out / runs.RESULTS).read_text() == ""
     finally:
