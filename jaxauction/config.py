@@ -38,6 +38,7 @@ from jaxauction.priors import UniformPrior
 
 REPO = Path(__file__).resolve().parents[1]
 PAYMENT_INITS = ("glorot", "nonneg")  # Config.payment_init
+BIAS_INITS = ("zeros", "uniform")  # Config.bias_init
 CONFIG_DIR = REPO / "configs"
 
 
@@ -70,6 +71,11 @@ class Config:
         >= 0 at initialization since the trunk output h is >= 0 after its ReLU). With "glorot" a
         free payment can start clipped at 0 on *every* profile for some agent, and the clip then
         passes no gradient: that agent never pays (seed 0 of the 2x2 student lost agent 2 so).
+      bias_init: "zeros" (RegretNet's TensorFlow code) or "uniform": every bias ~ U(-1/sqrt(fan_in),
+        1/sqrt(fan_in)), PyTorch's ``nn.Linear`` default, which the certification paper's code keeps
+        (its ``glorot_init`` redraws weights only). With zero biases every first-layer hyperplane
+        ``w . x = 0`` passes through the corner b = 0 of the bid box, so a neuron with mixed-sign
+        weights starts unstable on every agent's box.
 
     Data and optimizer:
       seed: seeds parameter init, the training/eval sets and the per-epoch shuffles.
@@ -141,6 +147,7 @@ class Config:
     payment: str = "fractional"
     payment_max: Optional[float] = None
     payment_init: str = "glorot"
+    bias_init: str = "zeros"
     # data and optimizer
     seed: int = 0
     num_examples: int = 640000
@@ -404,6 +411,8 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
         raise ConfigError(f"payment: must be one of {PAYMENTS}, got {cfg.payment!r}")
     if cfg.payment_init not in PAYMENT_INITS:
         raise ConfigError(f"payment_init: must be one of {PAYMENT_INITS}, got {cfg.payment_init!r}")
+    if cfg.bias_init not in BIAS_INITS:
+        raise ConfigError(f"bias_init: must be one of {BIAS_INITS}, got {cfg.bias_init!r}")
     if cfg.payment_max is not None and cfg.payment_max <= 0:
         raise ConfigError(f"payment_max: must be positive or None, got {cfg.payment_max}")
     if not 0.0 <= cfg.lr_decay_to <= 1.0:

@@ -116,15 +116,28 @@ def _keys(seed: int) -> dict[str, jax.Array]:
 
 
 def init_state(cfg: Config, setup: Setup, data: jax.Array) -> TrainState:
-    """Fresh parameters (Glorot; see ``Config.payment_init``), Adam state, multipliers and truthful
-    stored misreports."""
+    """Fresh parameters (Glorot; see ``Config.payment_init`` and ``Config.bias_init``), Adam state,
+    multipliers and truthful stored misreports."""
     keys = _keys(cfg.seed)
     params = mechanism.init(keys["init"], setup.spec)
+    if cfg.bias_init == "uniform":  # PyTorch nn.Linear: b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        params = uniform_biases(jax.random.fold_in(keys["init"], 1), params)
     if cfg.payment_init == "nonneg":  # every payment logit starts >= 0: no agent starts dead at the clip
         params["pay"]["w"] = jnp.abs(params["pay"]["w"])
     mis = jnp.array(data) if cfg.warm_start else jnp.zeros((0, cfg.n_agents, cfg.n_items), jnp.float32)
     return TrainState(jnp.zeros((), jnp.int32), params, setup.optimizer.init(params),
                       setup.lagr.init(cfg.n_agents), mis, keys["rng"])
+
+
+def uniform_biases(key: jax.Array, params: Params) -> Params:
+    """``params`` with every bias redrawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (one key per layer)."""
+    layers = [*params["trunk"], params["alloc"], params["pay"]]
+    keys = jax.random.split(key, len(layers))
+    new = []
+    for k, layer in zip(keys, layers):
+        bound = 1.0 / np.sqrt(layer["w"].shape[0])
+        new.append({**layer, "b": jax.random.uniform(k, layer["b"].shape, layer["b"].dtype, -bound, bound)})
+    return {**params, "trunk": new[:-2], "alloc": new[-2], "pay": new[-1]}
 
 
 def training_data(cfg: Config, setup: Setup) -> jax.Array:

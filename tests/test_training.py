@@ -253,3 +253,25 @@ def test_nonneg_payment_init_keeps_every_free_payment_alive():
     assert (p > 0).mean(axis=0).min() > 0.9 and np.all(g != 0.0)
     with pytest.raises(ConfigError, match="payment_init"):
         validate(dataclasses.replace(cfg, payment_init="zeros"), check_files=False)
+
+
+def test_uniform_bias_init_draws_pytorch_style_biases_and_keeps_weights():
+    """``bias_init="uniform"``: every bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's Linear);
+    the Glorot weights are the same draw as with zero biases; the default stays zeros."""
+    cfg = dataclasses.replace(TINY, hidden=(16, 8), num_examples=64, batch_size=64)
+    setup = training.make_setup(cfg)
+    vals = training.training_data(cfg, setup)
+    zero = training.init_state(cfg, setup, vals).params
+    unif = training.init_state(dataclasses.replace(cfg, bias_init="uniform"), setup, vals).params
+    layers = lambda p: [*p["trunk"], p["alloc"], p["pay"]]  # noqa: E731
+    for z, u in zip(layers(zero), layers(unif)):
+        np.testing.assert_array_equal(z["w"], u["w"])
+        assert np.all(z["b"] == 0.0)
+        bound = 1.0 / np.sqrt(u["w"].shape[0])
+        b = np.asarray(u["b"])
+        assert np.all(np.abs(b) <= bound)
+        assert b.size == 1 or np.std(b) > 0.2 * bound  # U(-c, c) has std c / sqrt(3)
+    first = np.asarray(unif["trunk"][0]["b"])
+    assert (first > 0).any() and (first < 0).any()
+    with pytest.raises(ConfigError, match="bias_init"):
+        validate(dataclasses.replace(cfg, bias_init="normal"), check_files=False)
