@@ -128,3 +128,27 @@ def test_bad_box_and_method():
         tighten(params, spec, Interval(np.zeros((3, 2)), np.ones((3, 2))))
     with pytest.raises(ValueError, match="lower <= upper"):
         tighten(params, spec, Interval(np.ones((2, 2)), np.zeros((2, 2))))
+
+
+def test_unstable_relus_bench_counts_a_hand_built_net():
+    """``bench/unstable_relus.py`` on a 2-agent net whose first layer is known by hand.
+
+    Agent 0's box is b_0 in [0, 1]^1 with v_1 fixed; neuron z1 = b_0 - 0.5 crosses 0 there
+    (unstable), z2 = b_0 + 1 does not. On agent 1's box z1 = v_0 - 0.5 and z2 = v_0 + 1 are constants
+    (stable). So the counts are [1, 0] per (profile, agent 0 / agent 1)."""
+    import importlib.util
+
+    from conftest import REPO
+    from jaxauction.mechanism import MechanismSpec
+
+    spec = MechanismSpec(n_agents=2, n_items=1, hidden=(2,), allocation="sparsemax", payment="free", payment_max=1.0)
+    params = {"trunk": [{"w": np.array([[1.0, 1.0], [0.0, 0.0]], np.float32), "b": np.array([-0.5, 1.0], np.float32)}],
+              "alloc": {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)},
+              "pay": {"w": np.ones((2, 2), np.float32), "b": np.zeros(2, np.float32)}}
+    mod_spec = importlib.util.spec_from_file_location("unstable_relus", REPO / "bench" / "unstable_relus.py")
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    profiles = np.array([[[0.2], [0.7]], [[0.9], [0.1]]])
+    for method in ("ibp", "crown"):
+        counts = mod.unstable_per_layer(params, spec, profiles, method)
+        np.testing.assert_array_equal(counts, [[1], [0], [1], [0]])
