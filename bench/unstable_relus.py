@@ -1,9 +1,9 @@
 """Unstable trunk ReLUs of a mechanism on the boxes certification searches: how hard a net is to certify.
 
-For ``--profiles`` valuation profiles drawn from U[0, 1] (seeded) and every agent i, the box lets
-agent i's bids range over [0, 1]^M with the others fixed at their values; a ReLU is unstable on a
-box when its pre-activation bounds straddle 0 (each one costs the MIP a binary). For one agent the
-box is the whole bid space, the same for every profile.
+For ``--profiles`` valuation profiles drawn from the checkpoint's prior (seeded, as ``certify.py``
+samples them) and every agent i, the box lets agent i's bids range over its support with the
+others fixed at their values; a ReLU is unstable on a box when its pre-activation bounds straddle 0
+(each one costs the MIP a binary). For one agent the box is the whole bid space.
 
     python bench/unstable_relus.py CKPT [CKPT ...] [--profiles 5] [--method crown|ibp|lp] [--seed 0]
 """
@@ -14,17 +14,22 @@ import argparse
 import numpy as np
 
 
-def unstable_per_layer(params, spec, profiles: np.ndarray, method: str) -> np.ndarray:
-    """(P*N, layers) unstable ReLU counts, one row per (profile, agent) box."""
-    from certify.tighten import tighten, unstable_counts
-    from jaxauction.bounds import Interval
+def unstable_per_layer(params, spec, profiles: np.ndarray, method: str, low=0.0, high=1.0) -> np.ndarray:
+    """(P*N, layers) unstable ReLU counts, one row per (profile, agent) box; ``low``/``high``: the
+    (N, M) support (broadcast)."""
+    import jax.numpy as jnp
 
+    from certify.tighten import tighten, unstable_counts
+    from jaxauction.bounds import Interval, agent_box
+
+    shape = (spec.n_agents, spec.n_items)
+    low, high = jnp.broadcast_to(jnp.asarray(low), shape), jnp.broadcast_to(jnp.asarray(high), shape)
     rows = []
-    for v in profiles:
+    for v in jnp.asarray(profiles):
         for i in range(spec.n_agents):
-            lo, hi = v.copy(), v.copy()
-            lo[i], hi[i] = 0.0, 1.0
-            rows.append(unstable_counts(tighten(params, spec, Interval(lo.reshape(-1), hi.reshape(-1)), method=method)))
+            box = agent_box(v, i, low, high)
+            flat = Interval(np.asarray(box.lower).reshape(-1), np.asarray(box.upper).reshape(-1))
+            rows.append(unstable_counts(tighten(params, spec, flat, method=method)))
     return np.asarray(rows)
 
 
@@ -36,12 +41,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from jaxauction import checkpoints
+    from certify.runs import sample_profiles
+    from jaxauction import checkpoints, priors
 
     for path in args.ckpts:
-        params, spec = checkpoints.load_mechanism(path)[:2]
-        vals = np.random.default_rng(args.seed).uniform(size=(args.profiles, spec.n_agents, spec.n_items))
-        counts = unstable_per_layer(params, spec, vals, args.method)
+        params, spec, info = checkpoints.load_mechanism(path)
+        prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
+        vals = sample_profiles(prior, args.seed, args.profiles)
+        counts = unstable_per_layer(params, spec, vals, args.method, *prior.bounds())
         width = sum(layer["w"].shape[-1] for layer in params["trunk"])
         per_layer = " + ".join(f"{c:.1f}" for c in counts.mean(axis=0))
         print(f"{path}: {counts.sum(axis=1).mean():.1f} of {width} trunk ReLUs unstable per agent box "

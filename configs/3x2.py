@@ -4,8 +4,8 @@ distilled from the teacher run runs/3x2_teacher (train ``3x2_teacher`` first). T
 scratch without a teacher: ``--set teacher=`` (the regret/IR/stability terms still apply).
 
 Uniform (PyTorch-style) initial biases, batch 1024 and 3000 steps: 34 min on a 2-core CPU. The
-shipped net (``checkpoints/3x2``) has 89 unstable ReLUs per agent box instead of the zero-bias
-net's 139 and certifies in 0.16 s per pair (MIP), against 2.0 s (BENCHMARKS.md, fourth pass).
+shipped net (``checkpoints/3x2``) has 95 unstable ReLUs per agent box instead of the zero-bias
+net's 142 and certifies in 0.16 s per pair (MIP), against 2.0 s (BENCHMARKS.md, fourth pass).
 """
 
 import dataclasses
