@@ -10,6 +10,7 @@ others fixed at their values; a ReLU is unstable on a box when its pre-activatio
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -45,7 +46,11 @@ def main(argv=None) -> int:
     from jaxauction import checkpoints, priors
 
     for path in args.ckpts:
-        params, spec, info = checkpoints.load_mechanism(path)
+        try:
+            params, spec, info = checkpoints.load_mechanism(path)
+        except checkpoints.CheckpointError as e:
+            print(f"unstable_relus.py: {e}", file=sys.stderr)
+            return 2
         prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
         vals = sample_profiles(prior, args.seed, args.profiles)
         counts = unstable_per_layer(params, spec, vals, args.method, *prior.bounds())
