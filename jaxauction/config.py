@@ -39,6 +39,7 @@ from jaxauction.priors import UniformPrior
 REPO = Path(__file__).resolve().parents[1]
 PAYMENT_INITS = ("glorot", "nonneg")  # Config.payment_init
 BIAS_INITS = ("zeros", "uniform")  # Config.bias_init
+STABILITY_LOSSES = ("xiao", "margin")  # Config.stability_loss (jaxauction.bounds.STABILITY_LOSSES)
 CONFIG_DIR = REPO / "configs"
 
 
@@ -119,6 +120,9 @@ class Config:
         let one agent's bids range over its whole support with the others fixed at the sampled
         profile, one box per (profile, agent).
       stability_points: profiles of the batch used for those boxes (0 = the whole batch).
+      stability_loss: "xiao" (the paper's ``-tanh(1 + l u)`` per neuron) or "margin" (a scale-free
+        soft count of unstable neurons, ``max(0, 1 - |c| / r)`` with centre c and radius r of the
+        IBP bounds; see ``bounds.relu_margin_loss``).
       teacher: mechanism to distill from (run dir, checkpoint dir or reference NAME.npz; relative
         paths resolve against the working directory, then the repository); "" = no distillation.
       distill_weight: weight of ``MSE(alloc, teacher alloc) + MSE(pay, teacher pay)`` (paper: 1).
@@ -177,6 +181,7 @@ class Config:
     # regularizers
     stability_weight: float = 0.0025
     stability_points: int = 0
+    stability_loss: str = "xiao"
     teacher: str = ""
     distill_weight: float = 1.0
     # logging, evaluation, checkpoints
@@ -411,6 +416,8 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
         raise ConfigError(f"payment: must be one of {PAYMENTS}, got {cfg.payment!r}")
     if cfg.payment_init not in PAYMENT_INITS:
         raise ConfigError(f"payment_init: must be one of {PAYMENT_INITS}, got {cfg.payment_init!r}")
+    if cfg.stability_loss not in STABILITY_LOSSES:
+        raise ConfigError(f"stability_loss: must be one of {STABILITY_LOSSES}, got {cfg.stability_loss!r}")
     if cfg.bias_init not in BIAS_INITS:
         raise ConfigError(f"bias_init: must be one of {BIAS_INITS}, got {cfg.bias_init!r}")
     if cfg.payment_max is not None and cfg.payment_max <= 0:

@@ -207,7 +207,7 @@ def make_loss_fn(cfg: Config, setup: Setup) -> Callable:
         ir_term = jnp.zeros_like(rev, shape=rgt.shape[1:]) if ir_term is None else ir_term
         stab = jnp.zeros(())
         if cfg.stability_weight > 0:
-            stab = bounds.relu_stability_loss(params, stability_boxes(stab_vals, setup.low, setup.high), spec)
+            stab = bounds.STABILITY_LOSSES[cfg.stability_loss](params, stability_boxes(stab_vals, setup.low, setup.high), spec)
             total = total + cfg.stability_weight * stab
         dist = jnp.zeros(())
         if teacher_out is not None:

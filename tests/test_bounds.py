@@ -43,3 +43,38 @@ def test_stability_loss_prefers_stable_neurons():
     unstable["trunk"][0]["b"] = jnp.array([-0.5, -0.5])
     box = bounds.Interval(jnp.zeros((1, 1)), jnp.ones((1, 1)))
     assert bounds.relu_stability_loss(stable, box, spec) < bounds.relu_stability_loss(unstable, box, spec)
+
+
+def _one_layer(w, b):
+    return {"trunk": [{"w": jnp.asarray(w), "b": jnp.asarray(b)}],
+            "alloc": {"w": jnp.zeros((len(b), 2)), "b": jnp.zeros(2)}, "pay": {"w": jnp.zeros((len(b), 1)), "b": jnp.zeros(1)}}
+
+
+def test_margin_loss_is_a_soft_count_of_unstable_neurons_by_hand():
+    """Bid box [0, 1], neurons z = w x + b: [0.5x - 0.25] spans [-0.25, 0.25] (centred on its kink:
+    1), [x - 0.25] spans [-0.25, 0.75] (c 0.25, r 0.5: 1 - 0.5 = 0.5), [x + 1] is stable (0)."""
+    spec = MechanismSpec(n_agents=1, n_items=1, hidden=(3,))
+    params = _one_layer([[0.5, 1.0, 1.0]], [-0.25, -0.25, 1.0])
+    box = bounds.Interval(jnp.zeros((1, 1)), jnp.ones((1, 1)))
+    np.testing.assert_allclose(bounds.relu_margin_loss(params, box, spec), 1.5, rtol=1e-5)
+    # a stable neuron's term is 0 however close it is to its kink; the mean runs over boxes
+    two = bounds.Interval(jnp.zeros((2, 1, 1)), jnp.array([[[1.0]], [[0.5]]]))  # 2nd box: [-0.25, 0] and [-0.25, 0.25]
+    np.testing.assert_allclose(bounds.relu_margin_loss(params, two, spec), (1.5 + (0.0 + 1.0)) / 2, rtol=1e-5)
+
+
+def test_margin_loss_ignores_layer_scale_where_the_paper_loss_does_not():
+    """Scaling a ReLU layer's weights and bias by s > 0 changes no neuron's stability; the margin
+    loss is unchanged, Xiao's -tanh(1 + l u) is not (its push shrinks with the bounds' size)."""
+    spec = MechanismSpec(n_agents=2, n_items=2, hidden=(16, 16))
+    params = mechanism.init(jax.random.PRNGKey(3), spec)  # zero biases
+    params["trunk"][0]["b"] = jax.random.uniform(jax.random.PRNGKey(4), (16,), minval=-0.5, maxval=0.5)
+    scaled = jax.tree_util.tree_map(lambda x: x, params)
+    scaled["trunk"][0] = {"w": 0.1 * params["trunk"][0]["w"], "b": 0.1 * params["trunk"][0]["b"]}
+    v = jax.random.uniform(jax.random.PRNGKey(5), (8, 2, 2))
+    box = bounds.agent_box(v, 0, jnp.zeros((2, 2)), jnp.ones((2, 2)))
+    m, m_s = bounds.relu_margin_loss(params, box, spec), bounds.relu_margin_loss(scaled, box, spec)
+    assert float(m) > 0.5
+    np.testing.assert_allclose(m_s, m, rtol=1e-4)
+    x, x_s = bounds.relu_stability_loss(params, box, spec), bounds.relu_stability_loss(scaled, box, spec)
+    assert abs(float(x_s) - float(x)) > 1e-3
+    assert set(bounds.STABILITY_LOSSES) == set(__import__("jaxauction.config").config.STABILITY_LOSSES)
