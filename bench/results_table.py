@@ -99,10 +99,14 @@ def table2() -> str:
 
 
 HARDWARE = {n: "one NVIDIA H200, shared with 5 other training runs (bench/gpu_rerun.sh)"
-            for n in ("2x3", "2x3_teacher", "3x2_teacher", "3x3", "3x3_teacher")}
-HARDWARE.update({n: "the project's 2-core CPU" for n in ("1x2_reg", "1x2_distill", "1x2_teacher")})
+            for n in ("2x3_teacher", "3x2_teacher", "3x3_teacher")}
+HARDWARE.update({n: "the project's 2-core CPU" for n in ("1x2_reg", "1x2_teacher")})
 HARDWARE.update({n: "one NVIDIA H200, shared with 13 other training runs (bench/gpu_train_all.sh, 2026-11-26)"
-                 for n in ("2x2_reg", "2x2_noreg", "1x2_noreg", "2x2_teacher", "3x10_teacher", "3x10")})
+                 for n in ("2x2_reg", "2x2_noreg", "1x2_noreg", "2x2_teacher", "3x10_teacher")})
+HARDWARE.update({n: "one NVIDIA H200, shared with 11 other training runs (bench/gpu_stability.sh, 2026-11-26)"
+                 for n in ("2x3", "1x2_distill")})
+HARDWARE.update({n: "one NVIDIA H200, shared with 9 other training runs (bench/gpu_stability.sh b, 2026-11-26)"
+                 for n in ("3x3", "3x10")})
 HARDWARE["2x2_distill"] = "the project's 2-core CPU, shared with another training run for most of the time (2026-11-26)"
 HARDWARE["3x2"] = "the project's 2-core CPU (2026-11-26)"
 

@@ -125,7 +125,10 @@ class CertifyOptions:
       bounds: per-leaf bounds for the MIP: ``"crown"`` (default; already computed by the
         partition), ``"lp"`` (CROWN + Planet LP per neuron) or ``"ibp"``.
       split_unstable: boxes with more unstable ReLUs (CROWN) than this are bisected (around the
-        incumbent) or first tried with a node limit; None solves one MIP on the whole box.
+        incumbent) or first tried with a node limit; None solves one MIP on the whole box;
+        "auto" (default) is :func:`auto_split_unstable` of the architecture: 16 for the fractional
+        payment (its bilinear term makes every MIP a spatial branch and bound, which small boxes
+        tame), 48 for the free payment (its MIPs are linear; more boxes cost more than they save).
       try_node_limit: node limit for a MIP on a box above ``split_unstable`` before bisecting it;
         None bisects such boxes right away.
       max_depth: at most this many bisections.
@@ -138,7 +141,7 @@ class CertifyOptions:
     """
 
     bounds: str = "crown"
-    split_unstable: int | None = 16
+    split_unstable: int | None | str = "auto"
     try_node_limit: int | None = None
     max_depth: int = 12
     max_split_items: int = 4
@@ -149,8 +152,20 @@ class CertifyOptions:
     def __post_init__(self):
         if self.bounds not in BOUND_METHODS:
             raise ValueError(f"bounds must be one of {BOUND_METHODS}, got {self.bounds!r}")
-        if self.split_unstable is not None and self.split_unstable < 0:
-            raise ValueError("split_unstable must be >= 0 or None")
+        if self.split_unstable != "auto" and self.split_unstable is not None and (
+                isinstance(self.split_unstable, str) or self.split_unstable < 0):
+            raise ValueError(f"split_unstable must be >= 0, None or 'auto', got {self.split_unstable!r}")
+
+
+SPLIT_UNSTABLE = {"fractional": 16, "fractional_sigmoid": 16, "free": 48}
+
+
+def auto_split_unstable(spec: MechanismSpec) -> int:
+    """The default split threshold for ``spec`` (``bench/split_threshold.py`` measured it: 13
+    networks, thresholds 16 / 32 / 48 / one MIP; BENCHMARKS.md). Fractional-payment nets were
+    fastest at 16 (one MIP: 3-30x slower), free-payment nets at 32-48 (16: 1.3-6x slower; one MIP
+    on a net with 100-300 unstable ReLUs: time-outs)."""
+    return SPLIT_UNSTABLE[spec.payment]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,6 +456,8 @@ class _Search:
 
         self.inc_u, self.inc_b = inc_u, inc_b
         opts, thr = self.opts, self.opts.split_unstable
+        if thr == "auto":
+            thr = auto_split_unstable(self.spec)
         if self.spec.n_items > opts.max_split_items:
             thr = None  # bisecting a high-dimensional bid box multiplies MIPs; solve one MIP instead
         root = self.boxes([(self.low[self.agent].copy(), self.high[self.agent].copy())], 0)[0]

@@ -208,3 +208,23 @@ def test_reference_networks_agent1(refdir, name):
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_reference_networks_first_20_points(refdir, name):
     check_reference(refdir, name, 20)
+
+
+def test_auto_split_threshold_follows_the_payment():
+    """The default threshold is the architecture's (16 bilinear / 48 linear), and a search with it
+    splits exactly as the explicit threshold does; nonsense thresholds are refused."""
+    from certify.regret import auto_split_unstable
+
+    assert auto_split_unstable(MechanismSpec(1, 2, (8,), "sparsemax", "fractional")) == 16
+    assert auto_split_unstable(MechanismSpec(1, 2, (8,), "sparsemax", "free")) == 48
+    assert CertifyOptions().split_unstable == "auto"
+    params, spec = random_net(7, n=2, m=2, hidden=(32, 32), payment="free")
+    v = np.random.default_rng(7).random((2, 2))
+    runs = {name: certify_point(params, spec, v, 0, solver="scip", pgd_steps=50, options=o)
+            for name, o in (("auto", CertifyOptions()), ("48", CertifyOptions(split_unstable=48)),
+                            ("16", CertifyOptions(split_unstable=16)))}
+    assert runs["auto"].n_boxes == runs["48"].n_boxes < runs["16"].n_boxes, {k: c.n_boxes for k, c in runs.items()}
+    assert abs(runs["auto"].regret_upper - runs["16"].regret_upper) < 1e-5
+    for bad in ("fast", -1):
+        with pytest.raises(ValueError, match="split_unstable"):
+            CertifyOptions(split_unstable=bad)
