@@ -228,3 +228,22 @@ def test_auto_split_threshold_follows_the_payment():
     for bad in ("fast", -1):
         with pytest.raises(ValueError, match="split_unstable"):
             CertifyOptions(split_unstable=bad)
+
+
+def test_split_threshold_bench_agrees_across_thresholds(capsys):
+    """``bench/split_threshold.py`` on the shipped 1x2 student (17 unstable ReLUs per box): a
+    threshold of 4 splits into several MIPs, "none" solves one, and both prove the same regret."""
+    import importlib.util
+
+    from conftest import REPO
+
+    mod_spec = importlib.util.spec_from_file_location("split_threshold", REPO / "bench" / "split_threshold.py")
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    assert mod.main([str(REPO / "checkpoints" / "1x2_distill"), "--points", "1", "--thresholds", "4,none"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].strip("| ").split(" | ")
+    assert row[0] == "1x2_distill" and row[1] == "1"
+    split_mips, one_mip = (int(c.split("(")[1].split(")")[0]) for c in row[3:5])
+    assert split_mips > 1 and one_mip == 1
+    assert float(row[5]) < 1e-5
+    assert mod.main(["/nonexistent/ckpt"]) == 2
