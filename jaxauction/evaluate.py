@@ -27,9 +27,12 @@ u_i(v))`` per (profile, agent):
 CLI::
 
     python -m jaxauction.evaluate --ckpt DIR_OR_NPZ [--points N] [--seed S] [--steps K] [--lr LR]
-                                  [--restarts R] [--json]
+                                  [--restarts R] [--json] [--worst-out FILE.json [--worst K]]
 
-prints a table, or with ``--json`` exactly one JSON object on stdout. A missing or unreadable
+prints a table, or with ``--json`` exactly one JSON object on stdout. ``--worst-out`` writes the K
+profiles with the largest PGD regret (a JSON list of N x M matrices) for
+``certify.py --profiles FILE.json``: mean regret over random profiles can hide a rare region
+where the mechanism is badly manipulable, and this is where a certificate is most informative. A missing or unreadable
 checkpoint prints one ``error: ...`` line on stderr and exits with status 2.
 """
 from __future__ import annotations
@@ -39,6 +42,7 @@ import functools
 import json
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +87,8 @@ def _to_python(metrics: dict) -> dict:
 
 
 def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, seed: int = 0,
-             steps: int = 1000, lr: float = 0.02, optimizer: str = "sgd", restarts: int = 0) -> dict:
+             steps: int = 1000, lr: float = 0.02, optimizer: str = "sgd", restarts: int = 0,
+             worst: int = 0) -> dict:
     """Sample ``points`` profiles from ``prior`` (key ``PRNGKey(seed)``), search misreports, report.
 
     Args:
@@ -93,6 +98,9 @@ def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, 
       seed: sampling seed.
       steps, lr, optimizer: the misreport search (:func:`jaxauction.misreport.pgd`).
       restarts: extra corner-biased random starts per (profile, agent) (0 = the paper's protocol).
+      worst: also return the ``worst`` profiles with the largest PGD regret (max over agents),
+        worst first, as ``worst_profiles`` (K x N x M nested lists, the format of
+        ``certify.py --profiles``) and ``worst_regrets`` (K x N): where to aim a certificate.
 
     Returns:
       dict of plain Python numbers (JSON-serializable): the metrics of the module docstring plus
@@ -110,6 +118,10 @@ def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, 
     mis, _ = misreport.regret_pgd(params, spec, vals, low, high, steps=steps, lr=lr, optimizer=optimizer,
                                   restarts=restarts, key=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
     out = _to_python(summarize(params, spec, vals, mis))
+    if worst > 0:
+        rgt = np.asarray(auction.regret(params, spec, vals, mis))            # (B, N)
+        top = np.argsort(-rgt.max(axis=1), kind="stable")[:worst]
+        out.update(worst_profiles=np.asarray(vals)[top].astype(float).tolist(), worst_regrets=rgt[top].astype(float).tolist())
     out.update(n_agents=spec.n_agents, n_items=spec.n_items, points=int(points), seed=int(seed),
                steps=int(steps), lr=float(lr), optimizer=optimizer, restarts=int(restarts), seconds=time.perf_counter() - t0)
     return out
@@ -140,6 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--restarts", type=int, default=0,
                     help="extra corner-biased random starts per misreport search (default 0: the paper's protocol)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--worst-out", metavar="FILE.json",
+                    help="write the --worst profiles with the largest PGD regret here (for certify.py --profiles)")
+    ap.add_argument("--worst", type=int, default=10, help="how many profiles --worst-out gets (default 10)")
     args = ap.parse_args(argv)
 
     from jaxauction import checkpoints, priors
@@ -147,13 +162,19 @@ def main(argv=None) -> int:
     try:
         params, spec, info = checkpoints.load_mechanism(args.ckpt)
         prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
+        if args.worst_out and args.worst < 1:
+            raise ValueError(f"--worst must be >= 1, got {args.worst}")
         res = evaluate(params, spec, prior, points=args.points, seed=args.seed, steps=args.steps, lr=args.lr,
-                       restarts=args.restarts)
-    except (checkpoints.CheckpointError, ValueError) as e:
+                       restarts=args.restarts, worst=args.worst if args.worst_out else 0)
+        if args.worst_out:
+            Path(args.worst_out).write_text(json.dumps(res.pop("worst_profiles")))
+    except (checkpoints.CheckpointError, ValueError, OSError) as e:
         msg = " ".join(str(e).split())  # one line
         print(f"error: {msg}", file=sys.stderr)
         return 2
     res = {"checkpoint": str(args.ckpt), **res}
+    if args.worst_out:
+        res["worst_out"] = str(args.worst_out)
     if args.json:
         print(json.dumps(res))
     else:

@@ -147,3 +147,40 @@ def test_restarts_reveal_the_corner_exploit_in_the_evaluation():
     assert plain["regret_mean"] < 0.5 * best.mean()
     assert strong["regret_mean"] == pytest.approx(best.mean(), abs=1e-4)
     assert strong["regret_max"] == pytest.approx(best.max(), abs=1e-4)
+
+
+def test_worst_profiles_are_the_largest_regrets_worst_first():
+    """``worst=K`` returns the K profiles of largest PGD regret, worst first: checked against the
+    hand-computed regret of the 1x1 mechanism of the test above on v ~ U[0, 0.5], where the best
+    bid is 0 and the regret u(0) - u(v) = (v - v^2) / 4 grows strictly with v (no ties)."""
+    spec = MechanismSpec(1, 1, hidden=(1,), payment="fractional")
+    params = {"trunk": [{"w": jnp.ones((1, 1)), "b": jnp.zeros(1)}],
+              "alloc": {"w": jnp.array([[1.0, 0.0]]), "b": jnp.zeros(2)},
+              "pay": {"w": jnp.zeros((1, 1)), "b": jnp.zeros(1)}}
+    prior = priors.per_item(1, [0.0], [0.5])
+    res = evaluate.evaluate(params, spec, prior, points=50, seed=1, steps=400, lr=0.1, worst=3)
+    v = np.asarray(prior.sample(jax.random.PRNGKey(1), 50)).ravel()
+    rgt = (v - v ** 2) / 4
+    top = np.argsort(-rgt)[:3]
+    assert rgt[top[2]] - rgt[np.argsort(-rgt)[3]] > 1e-5  # the top 3 are well separated
+    np.testing.assert_allclose(np.asarray(res["worst_profiles"]).ravel(), v[top], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(res["worst_regrets"]).ravel(), rgt[top], atol=2e-6)
+    assert "worst_profiles" not in evaluate.evaluate(params, spec, prior, points=50, seed=1, steps=10)
+
+
+def test_cli_worst_out_writes_a_profiles_file_certify_reads(ckpt, tmp_path, capsys):
+    from certify.runs import read_profiles_file
+
+    d, params, spec, prior = ckpt
+    out = tmp_path / "worst.json"
+    assert evaluate.main(["--ckpt", str(d), "--points", "64", "--steps", "30", "--json",
+                          "--worst-out", str(out), "--worst", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["worst_out"] == str(out) and "worst_profiles" not in res
+    worst = np.asarray(res["worst_regrets"]).max(axis=1)
+    assert np.all(np.diff(worst) <= 0) and worst[0] == pytest.approx(res["regret_max"], rel=1e-6)
+    low, high = (np.broadcast_to(np.asarray(x, float), (2, 3)) for x in prior.bounds())
+    prof = read_profiles_file(out, 2, 3, low, high)
+    assert np.asarray(prof).shape == (3, 2, 3)
+    assert evaluate.main(["--ckpt", str(d), "--worst-out", str(out), "--worst", "0"]) == 2
+    assert "--worst must be >= 1" in capsys.readouterr().err
