@@ -31,9 +31,9 @@ CLI::
 
 prints a table, or with ``--json`` exactly one JSON object on stdout. ``--worst-out`` writes the K
 profiles with the largest PGD regret (a JSON list of N x M matrices) for
-``certify.py --profiles FILE.json``: mean regret over random profiles can hide a rare region
-where the mechanism is badly manipulable, and this is where a certificate is most informative. A missing or unreadable
-checkpoint prints one ``error: ...`` line on stderr and exits with status 2.
+``certify.py --profiles FILE.json``: mean regret over random profiles can hide a rare region where
+the mechanism is badly manipulable, and that is where a certificate says most. A missing or
+unreadable checkpoint prints one ``error: ...`` line on stderr and exits with status 2.
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ IR_TOL = 1e-6
 
 @functools.partial(jax.jit, static_argnames="spec")
 def summarize(params: Params, spec: MechanismSpec, vals: jax.Array, mis: jax.Array) -> dict:
-    """Metrics (see module docstring) of ``vals`` (B, N, M) given misreports ``mis`` (B, N, M)."""
+    """Metrics (see module docstring) of ``vals`` (B, N, M) given misreports ``mis`` (B, N, M),
+    plus ``"regret"``: the (B, N) regrets themselves (not in :data:`METRICS`)."""
     a, p, u = auction.truthful(params, spec, vals)
     rgt = auction.regret(params, spec, vals, mis, truthful_util=u)  # (B, N)
     viol = u < -IR_TOL                                                # (B, N)
@@ -71,6 +72,7 @@ def summarize(params: Params, spec: MechanismSpec, vals: jax.Array, mis: jax.Arr
         "ir_violation_mean": jnp.mean(jax.nn.relu(-u)),
         "revenue_ir_zeroed": jnp.mean(jnp.where(profile_ok, jnp.sum(p, axis=1), 0.0)),
         "revenue_ir_adjusted": jnp.mean(jnp.sum(jnp.where(viol, 0.0, p), axis=1)),
+        "regret": rgt,
     }
 
 
@@ -117,9 +119,10 @@ def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, 
     vals = prior.sample(jax.random.PRNGKey(seed), points)
     mis, _ = misreport.regret_pgd(params, spec, vals, low, high, steps=steps, lr=lr, optimizer=optimizer,
                                   restarts=restarts, key=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
-    out = _to_python(summarize(params, spec, vals, mis))
+    metrics = summarize(params, spec, vals, mis)
+    out = _to_python(metrics)
     if worst > 0:
-        rgt = np.asarray(auction.regret(params, spec, vals, mis))            # (B, N)
+        rgt = np.asarray(metrics["regret"])  # (B, N)
         top = np.argsort(-rgt.max(axis=1), kind="stable")[:worst]
         out.update(worst_profiles=np.asarray(vals)[top].astype(float).tolist(), worst_regrets=rgt[top].astype(float).tolist())
     out.update(n_agents=spec.n_agents, n_items=spec.n_items, points=int(points), seed=int(seed),
@@ -129,13 +132,14 @@ def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, 
 
 def format_table(res: dict, title: str = "") -> str:
     """Readable two-column table of an :func:`evaluate` result."""
-    rows = []
-    for k, v in res.items():
+    def fmt(v):
         if isinstance(v, float):
-            v = f"{v:.6g}"
-        elif isinstance(v, list):
-            v = "[" + ", ".join(f"{x:.6g}" for x in v) + "]"
-        rows.append((k, str(v)))
+            return f"{v:.6g}"
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return str(v)
+
+    rows = [(k, fmt(v)) for k, v in res.items()]
     w = max(len(k) for k, _ in rows)
     lines = [title] if title else []
     lines += [f"{k:<{w}}  {v}" for k, v in rows]

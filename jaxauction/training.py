@@ -10,7 +10,8 @@ One training step on a batch of valuation profiles ``v`` (B, N, M):
 
        L = -rev + sum_i lam_i rgt_i + rho/2 sum_i rgt_i^2                 (lagrangian.loss)
              [+ sum_i mu_i ir_i + rho_ir/2 sum_i ir_i^2]                   (free payments)
-             + stability_weight * mean_boxes sum_neurons -tanh(1 + l u)    (bounds.relu_stability_loss)
+             + stability_weight * mean_boxes sum_neurons -tanh(1 + l u)    (bounds.relu_stability_loss;
+                                                                           "margin": relu_margin_loss)
              + distill_weight * (MSE(a, a_T) + MSE(p, p_T))                (teacher T)
 
    with ``rgt_i = mean_b max(0, u_i(b'_i, v_-i) - u_i(v))``, ``rev = mean_b sum_i p_i`` and
@@ -207,7 +208,8 @@ def make_loss_fn(cfg: Config, setup: Setup) -> Callable:
         ir_term = jnp.zeros_like(rev, shape=rgt.shape[1:]) if ir_term is None else ir_term
         stab = jnp.zeros(())
         if cfg.stability_weight > 0:
-            stab = bounds.STABILITY_LOSSES[cfg.stability_loss](params, stability_boxes(stab_vals, setup.low, setup.high), spec)
+            stability = bounds.STABILITY_LOSSES[cfg.stability_loss]
+            stab = stability(params, stability_boxes(stab_vals, setup.low, setup.high), spec)
             total = total + cfg.stability_weight * stab
         dist = jnp.zeros(())
         if teacher_out is not None:

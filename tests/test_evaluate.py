@@ -182,5 +182,8 @@ def test_cli_worst_out_writes_a_profiles_file_certify_reads(ckpt, tmp_path, caps
     low, high = (np.broadcast_to(np.asarray(x, float), (2, 3)) for x in prior.bounds())
     prof = read_profiles_file(out, 2, 3, low, high)
     assert np.asarray(prof).shape == (3, 2, 3)
+    assert evaluate.main(["--ckpt", str(d), "--points", "64", "--steps", "30", "--worst-out", str(out)]) == 0
+    table = capsys.readouterr().out  # the table prints the (K, N) worst regrets too
+    assert any(line.startswith("worst_regrets") and line.count("[") == 11 for line in table.splitlines())
     assert evaluate.main(["--ckpt", str(d), "--worst-out", str(out), "--worst", "0"]) == 2
     assert "--worst must be >= 1" in capsys.readouterr().err
