@@ -43,11 +43,10 @@ def main(argv=None) -> int:
 
     if args.ckpt:
         try:
-            params, spec, info = checkpoints.load_mechanism(args.ckpt)
+            params, spec, _, prior = checkpoints.load_with_prior(args.ckpt)
         except checkpoints.CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
         net = args.ckpt
     else:
         spec = mechanism.MechanismSpec(2, 2, hidden=(128, 128, 128), allocation="sparsemax", payment="fractional")

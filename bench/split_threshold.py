@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from certify.regret import CertifyOptions, certify_point  # noqa: E402
 from certify.runs import sample_profiles  # noqa: E402
-from jaxauction import checkpoints, priors  # noqa: E402
+from jaxauction import checkpoints  # noqa: E402
 
 
 def threshold(s: str) -> int | None:
@@ -49,11 +49,10 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for path in args.ckpts:
         try:
-            params, spec, info = checkpoints.load_mechanism(path)
+            params, spec, _, prior = checkpoints.load_with_prior(path)
         except checkpoints.CheckpointError as e:
             print(f"split_threshold.py: {e}", file=sys.stderr)
             return 2
-        prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
         low, high = (np.broadcast_to(np.asarray(x, float), (spec.n_agents, spec.n_items)) for x in prior.bounds())
         profiles = sample_profiles(prior, 0, args.points)
         kw = dict(low=low, high=high, time_limit=args.time_limit)

@@ -43,15 +43,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from certify.runs import sample_profiles
-    from jaxauction import checkpoints, priors
+    from jaxauction import checkpoints
 
     for path in args.ckpts:
         try:
-            params, spec, info = checkpoints.load_mechanism(path)
+            params, spec, _, prior = checkpoints.load_with_prior(path)
         except checkpoints.CheckpointError as e:
             print(f"unstable_relus.py: {e}", file=sys.stderr)
             return 2
-        prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
         vals = sample_profiles(prior, args.seed, args.profiles)
         counts = unstable_per_layer(params, spec, vals, args.method, *prior.bounds())
         width = sum(layer["w"].shape[-1] for layer in params["trunk"])

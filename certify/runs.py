@@ -507,8 +507,7 @@ def _worker_init(ckpt: str, certify_fn, solver, time_limit, certify_kwargs, pare
 
     jax.config.update("jax_platforms", "cpu")
     global _WORKER
-    params, spec, info = checkpoints.load_mechanism(ckpt)
-    prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
+    params, spec, info, prior = checkpoints.load_with_prior(ckpt)
     low, high = prior.bounds()
     _WORKER = _Job(params, spec, low.astype(np.float64), high.astype(np.float64),
                    certify_fn or _default_certify_fn(), solver, time_limit, 1, certify_kwargs)
@@ -634,8 +633,7 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
     Raises:
       CheckpointError, RunError (ProfileError, ManifestError, ResultsError): bad input.
     """
-    params, spec, info = checkpoints.load_mechanism(ckpt)
-    prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
+    params, spec, info, prior = checkpoints.load_with_prior(ckpt)
     low, high = (b.astype(np.float64) for b in prior.bounds())
     agent_list = parse_agents(agents, spec.n_agents)
     if certify_fn is None:

@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxauction import priors
 from jaxauction.mechanism import MechanismSpec, Params, check_params
 
 MECH_NPZ = "mechanism.npz"
@@ -207,3 +208,10 @@ def load_mechanism(path: str | Path) -> tuple[Params, MechanismSpec, dict]:
     except ValueError as e:
         raise CheckpointError(f"{p}: {e}") from None
     return params, spec, {"kind": "jaxauction", "name": p.name, "prior": doc.get("prior"), "json": doc, "dir": str(p)}
+
+
+def load_with_prior(path: str | Path) -> tuple[Params, MechanismSpec, dict, priors.UniformPrior]:
+    """:func:`load_mechanism` plus the valuation prior the mechanism is for
+    (``priors.from_dict(info["prior"])``; its box is also the bid support)."""
+    params, spec, info = load_mechanism(path)
+    return params, spec, info, priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)

@@ -161,11 +161,10 @@ def main(argv=None) -> int:
     ap.add_argument("--worst", type=int, default=10, help="how many profiles --worst-out gets (default 10)")
     args = ap.parse_args(argv)
 
-    from jaxauction import checkpoints, priors
+    from jaxauction import checkpoints
 
     try:
-        params, spec, info = checkpoints.load_mechanism(args.ckpt)
-        prior = priors.from_dict(info.get("prior"), spec.n_agents, spec.n_items)
+        params, spec, _, prior = checkpoints.load_with_prior(args.ckpt)
         if args.worst_out and args.worst < 1:
             raise ValueError(f"--worst must be >= 1, got {args.worst}")
         res = evaluate(params, spec, prior, points=args.points, seed=args.seed, steps=args.steps, lr=args.lr,
