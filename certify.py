@@ -1,7 +1,7 @@
 """Certify the regret of a trained mechanism at sampled (or given) valuation profiles.
 
     python certify.py --ckpt RUN_DIR_OR_REFERENCE_NPZ [--points N] [--agents all|0,1] [--seed S]
-                      [--time-limit T] [--solver auto|gurobi|scip] [--workers W] [--out DIR]
+                      [--time-limit T] [--solver auto|gurobi|scip|planar] [--workers W] [--out DIR]
                       [--profiles FILE.json]
 
 Results go to OUT/results.jsonl (one line per profile and agent; rerunning resumes), then a summary
@@ -33,7 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="profile sampling seed (default 0)")
     ap.add_argument("--time-limit", type=float, default=600.0,
                     help="MIP time limit per profile and agent, seconds (default 600; 0 = none)")
-    ap.add_argument("--solver", choices=("auto", "gurobi", "scip"), default="auto")
+    ap.add_argument("--solver", choices=("auto", "gurobi", "scip", "planar"), default="auto",
+                    help="MIP solver (auto: Gurobi if its license takes the model, else SCIP), or 'planar': "
+                         "exact linear-region enumeration, no MIP (free payment, 2 items only)")
     ap.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     ap.add_argument("--out", help="output directory (default: RUN_DIR/cert or runs/cert/<npz stem>)")
     ap.add_argument("--profiles", help="JSON file: a list of N x M valuation matrices (instead of sampling)")

@@ -3,7 +3,7 @@
 # for 1x2/2x2 and 50 for 3x2, 2x3, 3x3 and 3x10, every agent, at a 60-120 s limit per pair (the
 # fifth pass's 2x3 / 3x3 / 3x10 students take about 7 / 1 / 2 s per pair). A time-out is reported with the bounds it reached, never as a certificate. Resumable: rerun to continue. WORKERS=2 uses both
 # cores of the project's machine.
-#   bash bench/certify_all.sh      -> results/NAME/{results.jsonl, summary.md, *.png, pgd_restarts.json}
+#   bash bench/certify_all.sh      -> results/NAME/{results.jsonl, summary.md, *.png, pgd_restarts.json}, results/NAME_planar/
 set -u
 cd "$(dirname "$0")/.."
 run() {
@@ -20,3 +20,8 @@ run 3x2 50 60
 run 3x10 50 90
 run 2x3 50 90
 run 3x3 50 90
+# the free-payment 2-item networks again by exact region enumeration, no MIP (results/NAME_planar;
+# bench/results_table.py sets them beside the MIP runs)
+for n in 1x2_distill:200 2x2_distill:200 3x2:50; do
+  python certify.py --ckpt "checkpoints/${n%%:*}" --points "${n##*:}" --seed 0 --solver planar --out "results/${n%%:*}_planar"
+done

@@ -29,8 +29,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from certify.regret import CertifyOptions, certify_point  # noqa: E402
-from certify.runs import sample_profiles  # noqa: E402
-from jaxauction import checkpoints  # noqa: E402
+from bench._setup import load_network  # noqa: E402
 
 
 def threshold(s: str) -> int | None:
@@ -48,15 +47,10 @@ def main(argv=None) -> int:
     print("| network | pairs | root unstable | " + " | ".join(f"split {n}: s (MIPs)" for n in names) + " | max diff |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for path in args.ckpts:
-        try:
-            params, spec, _, prior = checkpoints.load_with_prior(path)
-        except checkpoints.CheckpointError as e:
-            print(f"split_threshold.py: {e}", file=sys.stderr)
+        net = load_network("split_threshold.py", path, args.points, args.time_limit)
+        if net is None:
             return 2
-        low, high = (np.broadcast_to(np.asarray(x, float), (spec.n_agents, spec.n_items)) for x in prior.bounds())
-        profiles = sample_profiles(prior, 0, args.points)
-        kw = dict(low=low, high=high, time_limit=args.time_limit)
-        certify_point(params, spec, np.asarray(profiles[0]), 0, **kw)  # warm-up (compilation)
+        params, spec, profiles, kw = net
         cells, values, unstable = [], [], []
         for n in names:
             opts = CertifyOptions(split_unstable=threshold(n))

@@ -28,6 +28,11 @@ Search (every choice below changes only the speed, never the certified value; se
 3. ``U* <= max`` over boxes of their proven bounds (MIP dual bound, cutoff, or the pruning bound),
    and every MIP incumbent is replayed and kept if better.
 
+``solver="planar"`` (free-payment, 2-item mechanisms only) replaces steps 2-3 by the exact
+linear-region enumeration of :mod:`certify.planar` (no MIP): the maximum over all region
+vertices, with a 1e-9 tolerance as the gap. For a single bidder the regions do not depend on the
+profile and are enumerated once per network.
+
 With ``split_unstable=None`` the whole box is one MIP, as in the paper. Why splitting: the first
 layer's unstable ReLUs are hyperplanes through the bid box (exact, so no bound tightening removes
 them); a sub-box is crossed by few of them, and all later bounds shrink with the box, so each MIP
@@ -43,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from certify import backends as bk
+from certify import planar
 from certify.encoders import (EncodeOptions, RegretMIP, UnsupportedArchitecture, apply_jax, check_supported,  # noqa: F401
                               encode, sparsemax_np, utility64)
 from certify.tighten import crown_batch, logit_differences, select, tighten, weights64
@@ -51,6 +57,7 @@ from jaxauction.bounds import Interval, NetworkBounds
 from jaxauction.mechanism import MechanismSpec, Params, check_params
 
 BOUND_METHODS = ("lp", "crown", "ibp")
+SOLVERS = bk.SOLVERS + ("planar",)
 
 
 @dataclasses.dataclass
@@ -299,7 +306,8 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
       valuations: (N, M) true profile v, inside ``[low, high]``.
       agent: the misreporting agent.
       low, high: (N, M) bid support (default zeros / ones).
-      solver: "auto" (Gurobi if its license takes the model, else SCIP), "gurobi" or "scip".
+      solver: "auto" (Gurobi if its license takes the model, else SCIP), "gurobi", "scip", or
+        "planar" (exact region enumeration, :mod:`certify.planar`; free payment and 2 items).
       time_limit: wall-clock seconds for the whole point (None: no limit).
       threads: solver threads (default 1).
       pgd_steps, pgd_lr: gradient ascent for the first incumbent (0 steps: skip).
@@ -309,13 +317,16 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
 
     Raises:
       ValueError: bad shapes, valuations outside the support, agent out of range, NaN weights, or
-        an unsupported architecture (:class:`~certify.encoders.UnsupportedArchitecture`).
+        an unsupported architecture (:class:`~certify.encoders.UnsupportedArchitecture`,
+        :class:`~certify.planar.PlanarError`).
       certify.backends.LicenseLimitError: ``solver="gurobi"`` and the license refuses a model.
     """
     opts = options or CertifyOptions()
     v, low, high = validate(params, spec, valuations, agent, low, high)
-    if bk.SOLVERS.count(solver) == 0:
-        raise ValueError(f"solver must be one of {bk.SOLVERS}, got {solver!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "planar":
+        planar.check(spec)
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be positive or None, got {time_limit}")
     if int(threads) < 1:
@@ -346,6 +357,10 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
     k = int(np.argmax(utils))
     inc_u, inc_b = float(utils[k]), cands[k].copy()
 
+    if solver == "planar":
+        return _certify_planar(params, spec, w, v, agent, low, high, truthful_u, replay, inc_u, inc_b, pgd_regret,
+                               deadline)
+
     # 2. input-space branch and bound ----------------------------------------------------------
     search = _Search(params, spec, w, v, agent, low, high, opts, solver, threads, mip_start, lp_file, deadline)
     search.run(inc_u, inc_b)
@@ -370,6 +385,43 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
         time_solve_s=t_solve, mip_objective=mip_obj, mip_network_error=mip_err, pgd_regret=pgd_regret,
         n_binaries=search.n_bin, n_unstable_relus=search.n_unstable_root,
         message="; ".join(dict.fromkeys(search.messages)), n_boxes=search.n_mips)
+
+
+def _certify_planar(params, spec, w, v, agent, low, high, truthful_u, replay, inc_u, inc_b, pgd_regret, deadline):
+    """Steps 2-3 by :func:`certify.planar.maximize_utility` (exact; no MIP). Past the deadline:
+    status "time_limit", no upper bound (an unfinished enumeration proves nothing)."""
+    t0 = time.perf_counter()
+    box = _agent_box(v, agent, low[agent], high[agent])
+    nb = crown_batch(params, spec, box.lower[None], box.upper[None])
+    n_unst = int(sum(np.sum((z.lower < 0) & (z.upper > 0)) for z in nb.pre))
+    t_b = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    try:
+        res = planar.maximize_utility(w, spec, v, agent, low[agent], high[agent], deadline)
+    except planar.PlanarTimeout as e:
+        u_jax, best_prof = replay(inc_b)
+        return Certificate(
+            agent=int(agent), valuations=v.tolist(), truthful_utility=truthful_u, regret_lower=u_jax - truthful_u,
+            regret_upper=None, best_misreport=best_prof.tolist(), status="time_limit", solver="planar", gap=None,
+            nodes=None, time_bounds_s=t_b, time_build_s=0.0, time_solve_s=time.perf_counter() - t1,
+            mip_objective=None, mip_network_error=None, pgd_regret=pgd_regret, n_binaries=0,
+            n_unstable_relus=n_unst, message=str(e), n_boxes=0)
+    msgs = [f"{res.n_regions} linear regions, {res.n_vertices} vertices" + (" (regions reused)" if res.cached else "")]
+    status = "optimal"
+    if inc_u > res.upper:  # a sampled bid beats the enumerated maximum: never report that bound
+        status = "error"
+        msgs.append(f"planar enumeration inconsistent: a sampled bid has utility {inc_u:.9g} above the "
+                    f"enumerated maximum {res.best_utility:.9g}")
+    best_b = res.best_bids if res.best_utility >= inc_u else inc_b
+    u_jax, best_prof = replay(best_b)
+    upper = res.upper - truthful_u if status == "optimal" else None
+    lower = u_jax - truthful_u
+    return Certificate(
+        agent=int(agent), valuations=v.tolist(), truthful_utility=truthful_u, regret_lower=lower,
+        regret_upper=upper, best_misreport=best_prof.tolist(), status=status, solver="planar",
+        gap=None if upper is None else upper - lower, nodes=res.n_regions, time_bounds_s=t_b, time_build_s=0.0,
+        time_solve_s=res.time_s, mip_objective=res.best_utility, mip_network_error=abs(res.best_utility - u_jax),
+        pgd_regret=pgd_regret, n_binaries=0, n_unstable_relus=n_unst, message="; ".join(msgs), n_boxes=0)
 
 
 def _error_certificate(agent, v, truthful_u, inc_b, replay, solver, msg, pgd_regret, n_unst, times, nodes, n_bin):

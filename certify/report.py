@@ -7,7 +7,7 @@ Per agent (and over all agents when there are several):
   ``max_b u_i(b, v_-i) - u_i(v)``, so it is the sound number to report;
 * the mean empirical (PGD) regret over the same proven pairs, and the ratio
   ``mean certified / mean PGD`` (>= 1 up to solver tolerance, since PGD is a lower bound);
-* MIP solve time (``time_solve_s``) mean, std, p50, p95 (linear interpolation) and max over all
+* solve time (``time_solve_s``: the MIP solver, or the planar enumeration) mean, std, p50, p95 (linear interpolation) and max over all
   pairs that reached the solver (time-outs included: they are times too), and the status counts.
 
 Pairs that were not proven (time-outs and the like) are never counted as certified: they are
@@ -134,7 +134,8 @@ def format_summary(summary: dict, manifest: dict | None = None) -> str:
         [[str(r["agent"]), str(r["count"]), str(r["proven"]), str(r["unproven"]), str(r["errors"]),
           _f(r["certified_regret"]["mean"]), _f(r["certified_regret"]["std"]), _f(r["certified_regret"]["max"]),
           _f(r["pgd_regret_mean"]), _f(r["certified_over_pgd"], ".3f")] for r in rows]))
-    out.append("\nMIP solve time (s), all pairs that reached the solver:\n")
+    what = "Planar enumeration" if (manifest or {}).get("solver") == "planar" else "MIP solve"
+    out.append(f"\n{what} time (s), all pairs that reached the solver:\n")
     out.append(_md_table(
         ["agent", "mean", "std", "p50", "p95", "max", "total/pair mean", "status counts"],
         [[str(r["agent"]), *(_f(r["solve_time_s"][k], ".3g") for k in ("mean", "std", "p50", "p95", "max")),
@@ -224,7 +225,8 @@ def plot_all(records: list[dict], out_dir: str | Path, manifest: dict | None = N
     else:
         ax.text(0.5, 0.5, "no solver times", ha="center", va="center", transform=ax.transAxes)
     tl = (manifest or {}).get("time_limit")
-    title = "MIP solve time per certified pair"
+    what = "Planar enumeration" if (manifest or {}).get("solver") == "planar" else "MIP solve"
+    title = f"{what} time per certified pair"
     if tl and max(t_ok + t_bad, default=0.0) >= 0.5 * tl:  # draw the limit only where it is in view
         ax.axvline(tl, color="k", ls="--", lw=1)
         ax.annotate("time limit", (tl, 0.97), xycoords=("data", "axes fraction"), xytext=(-4, 0),
@@ -232,7 +234,7 @@ def plot_all(records: list[dict], out_dir: str | Path, manifest: dict | None = N
     elif tl:
         title += f" (time limit {tl:g} s)"
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("MIP solve time (s)")
+    ax.set_xlabel(f"{what} time (s)")
     ax.set_ylabel("number of (profile, agent) pairs")
     ax.set_title(title)
     fig.tight_layout()

@@ -54,7 +54,7 @@ RESULT_KEYS = ("point", "agent", "valuations", "truthful_utility", "regret_lower
                "time_solve_s", "mip_objective", "mip_network_error", "pgd_regret", "n_binaries",
                "n_unstable_relus", "message")
 # Manifest entries that must agree for a run directory to be resumed.
-SOLVERS = ("auto", "gurobi", "scip")
+SOLVERS = ("auto", "gurobi", "scip", "planar")
 MATCH_KEYS = ("weights_sha256", "setting", "seed", "profiles", "solver", "time_limit")
 # A solve stopped by Ctrl-C is not a result: such certificates are discarded, not recorded.
 INTERRUPTED = frozenset({"interrupted", "userinterrupt", "user_interrupt"})
@@ -421,14 +421,17 @@ def fatal_exceptions() -> tuple[type, ...]:
     return tuple(out)
 
 
-def check_certifiable(spec) -> None:
-    """Refuse, before any work, a mechanism the MIP core cannot encode (e.g. a softmax allocation)."""
+def check_certifiable(spec, solver: str = "auto") -> None:
+    """Refuse, before any work, a mechanism the MIP core cannot encode (e.g. a softmax allocation),
+    or one outside what ``solver="planar"`` handles (free payment, 2 items)."""
     try:
-        from certify import encoders
+        from certify import encoders, planar
     except ImportError:
         return
     try:
         encoders.check_supported(spec)
+        if solver == "planar":
+            planar.check(spec)
     except ValueError as e:
         raise RunError(str(e)) from None
 
@@ -617,7 +620,7 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
       agents: ``"all"``, ``"0,1"`` or a list of agent indices.
       seed: PRNG seed of the profile sampling.
       time_limit: MIP time limit in seconds per pair (``None``: none).
-      solver: ``"auto"``, ``"gurobi"`` or ``"scip"`` (passed to ``certify_fn``).
+      solver: ``"auto"``, ``"gurobi"``, ``"scip"`` or ``"planar"`` (passed to ``certify_fn``).
       workers: processes certifying in parallel (``spawn``; each loads the checkpoint once and
         runs JAX on one CPU thread). ``1`` runs in this process.
       profiles: ``None`` (sample), a (P, N, M) array, or the path of a JSON list of N x M matrices.
@@ -636,11 +639,11 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
     params, spec, info, prior = checkpoints.load_with_prior(ckpt)
     low, high = (b.astype(np.float64) for b in prior.bounds())
     agent_list = parse_agents(agents, spec.n_agents)
-    if certify_fn is None:
-        check_certifiable(spec)
-    fn = certify_fn or _default_certify_fn()
     if solver not in SOLVERS:
         raise RunError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if certify_fn is None:
+        check_certifiable(spec, solver)
+    fn = certify_fn or _default_certify_fn()
     if workers < 1:
         raise RunError(f"workers must be >= 1, got {workers}")
     if time_limit is not None and not time_limit > 0:

@@ -150,3 +150,24 @@ def test_softmax_mechanism_is_refused_before_any_work(tmp_path, capsys):
     code = cli.main(["--ckpt", str(tmp_path / "ck"), "--out", str(tmp_path / "o")])
     assert_one_line_error(code, None, capsys.readouterr().err, "softmax")
     assert not (tmp_path / "o").exists()
+
+
+def test_planar_end_to_end_and_refusal(ckpt, tmp_path, capsys):
+    """``--solver planar``: exact enumeration, no MIP; single bidder, so the regions of the first
+    pair are reused by the others. A fractional-payment net is refused before any work."""
+    pytest.importorskip("certify.regret")
+    out = tmp_path / "planar"
+    assert cli.main(["--ckpt", str(ckpt), "--points", "3", "--solver", "planar", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    recs = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in recs] == ["optimal"] * 3 and {x["solver"] for x in recs} == {"planar"}
+    assert "regions reused" not in recs[0]["message"] and all("regions reused" in x["message"] for x in recs[1:])
+    for x in recs:
+        assert x["regret_lower"] <= x["regret_upper"] + 1e-5 and x["regret_upper"] >= x["pgd_regret"] - 1e-6
+        assert x["n_binaries"] == 0
+    assert "Planar enumeration time (s)" in text and "Solver: planar" in text
+    spec = MechanismSpec(n_agents=1, n_items=2, hidden=(8,), allocation="sparsemax", payment="fractional")
+    checkpoints.save_mechanism(tmp_path / "frac", mechanism.init(jax.random.PRNGKey(0), spec), spec)
+    code = cli.main(["--ckpt", str(tmp_path / "frac"), "--solver", "planar", "--out", str(tmp_path / "o")])
+    assert_one_line_error(code, None, capsys.readouterr().err, "free (clipped linear) payment")
+    assert not (tmp_path / "o").exists()
