@@ -72,12 +72,14 @@ class Certificate:
       regret_upper: proven: solver dual bound minus ``truthful_utility``; None if no bound.
       best_misreport: (N, M) full bid profile (agent i's row replaced), or None.
       status: "optimal" | "time_limit" | "error" | "infeasible" ...
-      solver: "gurobi" | "scip" (the one that solved the last MIP; "gurobi+scip" if both were used).
+      solver: "gurobi" | "scip" (the one that solved the last MIP; "gurobi+scip" if both were used),
+        or "planar" (no MIP: :mod:`certify.planar`).
       gap: ``regret_upper - regret_lower`` (absolute), None without an upper bound.
-      nodes: branch-and-bound nodes over all MIPs.
+      nodes: branch-and-bound nodes over all MIPs (planar: linear regions enumerated).
       time_bounds_s, time_build_s, time_solve_s: wall time in bounds (CROWN/LP), model building,
         and the solver (including loading the model into it).
-      mip_objective: MIP objective at the incumbent of the MIP that found the best misreport.
+      mip_objective: MIP objective at the incumbent of the MIP that found the best misreport
+        (planar: the float64 utility at the best region vertex).
       mip_network_error: ``|mip_objective - JAX replay utility at its bids|``.
       pgd_regret: regret found by PGD alone (``jaxauction.misreport``), None if not run.
       n_binaries: binaries over all MIPs solved.
@@ -312,8 +314,9 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
       threads: solver threads (default 1).
       pgd_steps, pgd_lr: gradient ascent for the first incumbent (0 steps: skip).
       mip_start: give the incumbent to the MIP of the leaf box that holds it.
-      lp_file: write the first MIP built (the one holding the incumbent) to this path.
-      options: search options (:class:`CertifyOptions`).
+      lp_file: write the first MIP built (the one holding the incumbent) to this path (MIP
+        solvers only).
+      options: search options (:class:`CertifyOptions`; the MIP's, unused by "planar").
 
     Raises:
       ValueError: bad shapes, valuations outside the support, agent out of range, NaN weights, or
@@ -327,6 +330,9 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if solver == "planar":
         planar.check(spec)
+        if lp_file:
+            raise ValueError("solver='planar' builds no MIP, so there is no model to write to lp_file; "
+                             "use a MIP solver (auto, gurobi or scip) for an .lp dump")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be positive or None, got {time_limit}")
     if int(threads) < 1:

@@ -115,6 +115,9 @@ def test_refuses_what_it_cannot_do():
     with pytest.raises(planar.PlanarError, match="2 items"):
         certify_point(params, spec, np.full((1, 3), 0.5), 0, solver="planar")
     assert issubclass(planar.PlanarError, ValueError)
+    params, spec = hand_net_2items()
+    with pytest.raises(ValueError, match="no MIP"):
+        certify_point(params, spec, np.full((1, 2), 0.5), 0, solver="planar", lp_file="m.lp")
 
 
 @pytest.mark.parametrize("name,points", [("1x2_sparsemax_linearpmt_distill_fast", 20),
