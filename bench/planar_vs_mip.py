@@ -48,11 +48,11 @@ def main(argv=None) -> int:
         times = {"mip": [], "reused": [], "fresh": []}
         mip_upper, regions, diff = [], [], 0.0
         for mode in ("mip", "reused", "fresh"):
-            planar._CACHE.clear()
+            planar.clear_cache()
             for v in profiles:
                 for agent in range(spec.n_agents):
                     if mode == "fresh":
-                        planar._CACHE.clear()
+                        planar.clear_cache()
                     c = certify_point(params, spec, np.asarray(v), agent, solver="auto" if mode == "mip" else "planar", **kw)
                     if c.status != "optimal":
                         print(f"planar_vs_mip.py: {path}: {mode} pair not proven: {c.status} {c.message}", file=sys.stderr)

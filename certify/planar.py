@@ -26,10 +26,10 @@ All polygons are stored flat (:class:`Polygons`) and cut together, in rounds: ea
 every polygon that still needs it along its first offending line, in a few vectorized numpy
 operations, so Python work grows with the number of rounds, not of regions.
 
-Numerics: a vertex whose value is within :data:`EPS` (1e-12) of a cut line counts as on it. The certificate's
-upper bound is the vertex maximum plus :data:`TOLERANCE` (reported as the gap), which covers the
-float64 error of the vertex positions by orders of magnitude (the interpolated and the replayed
-utilities agree to ~1e-12 on the shipped networks; ``network_error`` reports it).
+Numerics: a vertex whose value is within :data:`EPS` (1e-12) of a cut line counts as on it. The
+certificate's upper bound is the vertex maximum plus :data:`TOLERANCE` (reported as the gap),
+which covers the float64 error of the vertex positions by orders of magnitude (the interpolated
+and the replayed utilities agree to ~1e-15 on the shipped networks; ``network_error`` reports it).
 
 For a single bidder the regions do not depend on the profile (the network sees only agent i's
 bids), so :func:`vertices` memoizes them per (weights, agent, box, other bids): certifying many
@@ -259,6 +259,11 @@ def enumerate_regions(w: Weights, spec: MechanismSpec, profile, agent: int, lo_i
 
 _CACHE: "collections.OrderedDict[bytes, Regions]" = collections.OrderedDict()
 _CACHE_SIZE = 8
+
+
+def clear_cache() -> None:
+    """Forget memoized enumerations (e.g. to time a fresh one)."""
+    _CACHE.clear()
 
 
 def vertices(w: Weights, spec: MechanismSpec, profile, agent: int, lo_i, hi_i,

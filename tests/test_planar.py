@@ -88,7 +88,7 @@ def test_single_bidder_regions_are_enumerated_once():
     spec = MechanismSpec(n_agents=1, n_items=2, hidden=(8, 8), allocation="sparsemax", payment="free", payment_max=2.0)
     w = weights64(params)
     box = (np.zeros(2), np.ones(2))
-    planar._CACHE.clear()
+    planar.clear_cache()
     r1 = planar.maximize_utility(w, spec, np.array([[0.2, 0.7]]), 0, *box)
     r2 = planar.maximize_utility(w, spec, np.array([[0.9, 0.1]]), 0, *box)
     assert not r1.cached and r2.cached and r1.n_regions == r2.n_regions
@@ -135,7 +135,7 @@ def test_time_limit_proves_nothing():
     """An enumeration cut short by the time limit reports status time_limit and no upper bound."""
     params, spec = random_net(5, n=2, m=2, hidden=(8, 8), payment="free")
     spec = MechanismSpec(n_agents=2, n_items=2, hidden=(8, 8), allocation="sparsemax", payment="free", payment_max=2.0)
-    planar._CACHE.clear()
+    planar.clear_cache()
     c = certify_point(params, spec, np.full((2, 2), 0.5), 0, solver="planar", pgd_steps=0, time_limit=1e-6)
     assert c.status == "time_limit" and c.regret_upper is None and c.gap is None
     assert "time limit" in c.message and c.regret_lower is not None
