@@ -139,3 +139,11 @@ def test_time_limit_proves_nothing():
     c = certify_point(params, spec, np.full((2, 2), 0.5), 0, solver="planar", pgd_steps=0, time_limit=1e-6)
     assert c.status == "time_limit" and c.regret_upper is None and c.gap is None
     assert "time limit" in c.message and c.regret_lower is not None
+
+
+def test_reference_2x2_agent1_matches_the_papers_certificates(refdir):
+    params, spec, info = load_mechanism(refdir / "2x2_sparsemax_linearpmt_distill_fast.npz")
+    for pt in info["json"]["results_agent1"][:2]:
+        c = certify_point(params, spec, np.array(pt["truthful_input"]), 1, solver="planar")
+        assert c.status == "optimal" and c.agent == 1
+        assert abs(c.regret_upper - pt["certified_regret"]) < 1e-5
