@@ -51,7 +51,7 @@ from certify import backends as bk
 from certify import planar
 from certify.encoders import (EncodeOptions, RegretMIP, UnsupportedArchitecture, apply_jax, check_supported,  # noqa: F401
                               encode, sparsemax_np, utility64)
-from certify.tighten import crown_batch, logit_differences, select, tighten, weights64
+from certify.tighten import crown_batch, logit_differences, select, tighten, unstable_counts, weights64
 from jaxauction import auction
 from jaxauction.bounds import Interval, NetworkBounds
 from jaxauction.mechanism import MechanismSpec, Params, check_params
@@ -399,9 +399,9 @@ def _certify_planar(params, spec, w, v, agent, low, high, truthful_u, replay, in
     t0 = time.perf_counter()
     box = _agent_box(v, agent, low[agent], high[agent])
     nb = crown_batch(params, spec, box.lower[None], box.upper[None])
-    n_unst = int(sum(np.sum((z.lower < 0) & (z.upper > 0)) for z in nb.pre))
-    t_b = time.perf_counter() - t0
+    n_unst = sum(unstable_counts(nb))
     t1 = time.perf_counter()
+    t_b = t1 - t0
     try:
         res = planar.maximize_utility(w, spec, v, agent, low[agent], high[agent], deadline)
     except planar.PlanarTimeout as e:

@@ -33,6 +33,11 @@ PLOT_ARROWS = "misreports.png"
 MAX_LISTED = 20
 
 
+def _solve_label(manifest: dict | None) -> str:
+    """What ``time_solve_s`` measured in a run: the MIP solve, or the planar enumeration."""
+    return "Planar enumeration" if (manifest or {}).get("solver") == "planar" else "MIP solve"
+
+
 def load(out_dir: str | Path) -> tuple[list[dict], dict | None]:
     """Deduplicated records of ``out_dir/results.jsonl`` sorted by (point, agent), and ``run.json`` (or None)."""
     out_dir = Path(out_dir)
@@ -134,8 +139,7 @@ def format_summary(summary: dict, manifest: dict | None = None) -> str:
         [[str(r["agent"]), str(r["count"]), str(r["proven"]), str(r["unproven"]), str(r["errors"]),
           _f(r["certified_regret"]["mean"]), _f(r["certified_regret"]["std"]), _f(r["certified_regret"]["max"]),
           _f(r["pgd_regret_mean"]), _f(r["certified_over_pgd"], ".3f")] for r in rows]))
-    what = "Planar enumeration" if (manifest or {}).get("solver") == "planar" else "MIP solve"
-    out.append(f"\n{what} time (s), all pairs that reached the solver:\n")
+    out.append(f"\n{_solve_label(manifest)} time (s), all pairs that reached the solver:\n")
     out.append(_md_table(
         ["agent", "mean", "std", "p50", "p95", "max", "total/pair mean", "status counts"],
         [[str(r["agent"]), *(_f(r["solve_time_s"][k], ".3g") for k in ("mean", "std", "p50", "p95", "max")),
@@ -225,7 +229,7 @@ def plot_all(records: list[dict], out_dir: str | Path, manifest: dict | None = N
     else:
         ax.text(0.5, 0.5, "no solver times", ha="center", va="center", transform=ax.transAxes)
     tl = (manifest or {}).get("time_limit")
-    what = "Planar enumeration" if (manifest or {}).get("solver") == "planar" else "MIP solve"
+    what = _solve_label(manifest)
     title = f"{what} time per certified pair"
     if tl and max(t_ok + t_bad, default=0.0) >= 0.5 * tl:  # draw the limit only where it is in view
         ax.axvline(tl, color="k", ls="--", lw=1)
