@@ -35,32 +35,23 @@ Bounds are plain float64 numpy values in :class:`jaxauction.bounds.NetworkBounds
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import numpy as np
 
+from certify.network import Weights, weights64  # noqa: F401
 from jaxauction import bounds as jbounds
 from jaxauction.bounds import Interval, NetworkBounds
 from jaxauction.mechanism import MechanismSpec, Params
 
 METHODS = ("ibp", "crown", "lp")
 _ROUND = 1e-9  # relative slack for float64 rounding in the safe-bound arithmetic
-
-
-class Weights(NamedTuple):
-    """The mechanism's weights as float64 numpy arrays (``w`` is (fan_in, fan_out))."""
-
-    trunk: tuple  # ((w, b), ...)
-    alloc: tuple  # (w (H, (N+1)*M), b)
-    pay: tuple    # (w (H, N), b)
-
-
-def weights64(params: Params) -> Weights:
-    f = lambda a: np.asarray(a, np.float64)
-    return Weights(tuple((f(l["w"]), f(l["b"])) for l in params["trunk"]),
-                   (f(params["alloc"]["w"]), f(params["alloc"]["b"])),
-                   (f(params["pay"]["w"]), f(params["pay"]["b"])))
+# Outward rounding of every bound: widened by OUTWARD times the neuron's interval magnitude
+# m_k = |W_k|^T m_{k-1} + |c_k| (m_0 = max(|lo|, |hi|)), an upper bound on the sum of |terms|
+# any bound computation for that neuron adds up (IBP, CROWN's back-substitution, whose
+# coefficients are bounded by products of |W|). The float64 error of such a computation is at
+# most L gamma_n m_k <= 1.2e-12 m_k for depth L <= 10 and widths n <= 1000, so 2^-33 = 1.2e-10
+# covers it a hundred times over.
+OUTWARD = 2.0 ** -33
 
 
 def ibp64(params: Params, spec: MechanismSpec, box: Interval) -> NetworkBounds:
@@ -68,8 +59,28 @@ def ibp64(params: Params, spec: MechanismSpec, box: Interval) -> NetworkBounds:
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
         nb = jbounds.ibp(p64, Interval(np.asarray(box.lower, np.float64), np.asarray(box.upper, np.float64)), spec)
-        cv = lambda iv: Interval(np.asarray(iv.lower, np.float64), np.asarray(iv.upper, np.float64))
-        return NetworkBounds([cv(z) for z in nb.pre], cv(nb.alloc_logits), cv(nb.pay_logits))
+    lo, hi = (np.asarray(t, np.float64).reshape(-1) for t in (box.lower, box.upper))
+    mags, (m_s, m_q), _ = magnitudes(weights64(params), lo, hi)
+    cv = lambda iv, mg: Interval(*widen(np.asarray(iv.lower, np.float64), np.asarray(iv.upper, np.float64),
+                                        np.reshape(mg, np.shape(iv.lower))))
+    return NetworkBounds([cv(z, mg) for z, mg in zip(nb.pre, mags)], cv(nb.alloc_logits, m_s), cv(nb.pay_logits, m_q))
+
+
+def magnitudes(wts: Weights, lo, hi):
+    """Interval magnitudes ``m_k >= |z_k|`` of every pre-activation over boxes (B, D), and of the
+    allocation and payment logits: the scale of :data:`OUTWARD` rounding."""
+    m = np.maximum(np.abs(lo), np.abs(hi))
+    out = []
+    for w, b in wts.trunk:
+        m = m @ np.abs(w) + np.abs(b)
+        out.append(m)
+    heads = [m @ np.abs(w) + np.abs(b) for w, b in (wts.alloc, wts.pay)]
+    return out, heads, m
+
+
+def widen(l, u, mag):
+    """``[l, u]`` rounded outward by ``OUTWARD * mag``."""
+    return l - OUTWARD * mag, u + OUTWARD * mag
 
 
 def _dense(l, u, w, b):
@@ -266,9 +277,11 @@ def tighten(params: Params, spec: MechanismSpec, box: Interval, *, method: str =
     # Intersect with plain IBP so that tightened ⊆ IBP holds exactly.
     base = ibp64(params, spec, box)
     clip = lambda t, b0: Interval(np.maximum(t.lower, b0.lower), np.minimum(t.upper, b0.upper))
-    pre = [clip(t, b0) for t, b0 in zip(pre, base.pre)]
-    s = clip(Interval(sl.reshape(n + 1, m), su.reshape(n + 1, m)), base.alloc_logits)
-    q = clip(Interval(ql, qu), base.pay_logits)
+    mags, (m_s, m_q), _ = magnitudes(wts, lo, hi)
+    out = lambda t, mg: Interval(*widen(t.lower, t.upper, np.reshape(mg, np.shape(t.lower))))
+    pre = [out(clip(t, b0), mg) for t, b0, mg in zip(pre, base.pre, mags)]
+    s = out(clip(Interval(sl.reshape(n + 1, m), su.reshape(n + 1, m)), base.alloc_logits), m_s)
+    q = out(clip(Interval(ql, qu), base.pay_logits), m_q)
     return NetworkBounds(pre, s, q)
 
 
@@ -327,6 +340,7 @@ def crown_batch(params: Params, spec: MechanismSpec, lower, upper, extra: tuple 
     layers = list(wts.trunk)
     pre, relax = [], []
     hl, hu = lo, hi
+    mags, head_mags, h_mag = magnitudes(wts, lo, hi)
 
     def linear(w, b):  # bounds of h_{k} @ w + b through the relaxations so far
         l, u = _dense(hl, hu, w, b)
@@ -343,15 +357,16 @@ def crown_batch(params: Params, spec: MechanismSpec, lower, upper, extra: tuple 
                 lr, ur = linear(w[:, rows], b[rows])
                 l[:, rows] = np.maximum(l[:, rows], lr)
                 u[:, rows] = np.minimum(u[:, rows], ur)
+        l, u = widen(l, u, mags[k])
         pre.append(Interval(l, u))
         relax.append(_relax(l, u))
         hl, hu = np.maximum(l, 0.0), np.maximum(u, 0.0)
-    s, q = (Interval(*linear(w, b)) for w, b in (wts.alloc, wts.pay))
+    s, q = (Interval(*widen(*linear(w, b), mg)) for (w, b), mg in zip((wts.alloc, wts.pay), head_mags))
     nb = NetworkBounds(pre, Interval(s.lower.reshape(bsz, n + 1, m), s.upper.reshape(bsz, n + 1, m)), q)
     if extra is None:
         return nb
     w_x, b_x = (np.asarray(t, np.float64) for t in extra)
-    return nb, Interval(*linear(w_x, b_x))
+    return nb, Interval(*widen(*linear(w_x, b_x), h_mag @ np.abs(w_x) + np.abs(b_x)))
 
 
 def logit_differences(params: Params, spec: MechanismSpec, agent: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,12 +40,15 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 Params = Any  # the pytree documented above
 
 ALLOCATIONS = ("softmax", "sparsemax")
 PAYMENTS = ("fractional", "fractional_sigmoid", "free")
+# hard_sigmoid(x) = clip(x / HARD_SIGMOID_DIVISOR + HARD_SIGMOID_OFFSET, 0, 1): the only place these live
+# (certify.network's float64 twin and every MIP encoder read them from here).
+HARD_SIGMOID_DIVISOR = 10.0
+HARD_SIGMOID_OFFSET = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,20 +143,28 @@ def check_params(params: Params, spec: MechanismSpec) -> None:
 
 def hard_sigmoid(x: jax.Array) -> jax.Array:
     """``clip(x / 10 + 1/2, 0, 1)``: the payment fraction of the paper's IR-by-construction nets."""
-    return jnp.clip(x / 10.0 + 0.5, 0.0, 1.0)
+    return jnp.clip(x / HARD_SIGMOID_DIVISOR + HARD_SIGMOID_OFFSET, 0.0, 1.0)
 
 
 def sparsemax(logits: jax.Array, axis: int = 0) -> jax.Array:
     """Euclidean projection of ``logits`` onto the probability simplex along ``axis``.
 
-    ``sparsemax(s) = argmin_{a >= 0, sum a = 1} ||a - s||^2 = max(s - tau, 0)`` with tau chosen
-    so the result sums to one. Uses ``optax.projections.projection_simplex`` (one vector per call),
-    vmapped over every other axis.
+    ``sparsemax(s) = argmin_{a >= 0, sum a = 1} ||a - s||^2 = max(s - tau, 0)`` with
+
+        tau = max_k (sum_{r <= k} z_r - 1) / k,     z = s sorted in decreasing order
+
+    (for every k, ``sum_{r<=k} (z_r - tau) <= sum_r max(z_r - tau, 0) = 1``, with equality at the
+    support size). We compute it in exactly this form instead of calling
+    ``optax.projections.projection_simplex`` (the same function; optax picks the support size by a
+    float comparison and indexes with it): a max of K affine expressions has a short, rigorous
+    float32 error bound (``certify.network.rounding_margin``), which certification needs, and
+    its gradient is the same almost everywhere.
     """
     moved = jnp.moveaxis(logits, axis, -1)
-    flat = moved.reshape(-1, moved.shape[-1])
-    out = jax.vmap(optax.projections.projection_simplex)(flat)
-    return jnp.moveaxis(out.reshape(moved.shape), -1, axis)
+    z = -jnp.sort(-moved, axis=-1)
+    k = jnp.arange(1, moved.shape[-1] + 1, dtype=moved.dtype)
+    tau = jnp.max((jnp.cumsum(z, axis=-1) - 1.0) / k, axis=-1, keepdims=True)
+    return jnp.moveaxis(jax.nn.relu(moved - tau), -1, axis)
 
 
 def trunk(params: Params, x: jax.Array) -> jax.Array:

@@ -1,29 +1,29 @@
-"""The MIP encodes mechanism.apply exactly (certify.encoders, certify.backends)."""
+"""The MIP encodes mechanism.apply exactly (certify.mip: encoders, model, backends, licensing)."""
 import logging
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certify import backends as bk
-from certify.encoders import (EncodeOptions, UnsupportedArchitecture, check_supported, encode, forward64,
-                              sparsemax_np, utility64)
-from certify.tighten import tighten, weights64
+from certify.mip import backends as bk, licensing, model as mm
+from certify.mip.encoders import EncodeOptions, UnsupportedArchitecture, check_supported, encode
+from certify.network import forward64, sparsemax64, utility64, weights64
+from certify.tighten import tighten
 from jaxauction import mechanism
 from jaxauction.mechanism import MechanismSpec
 from test_tighten import agent_box, random_net
 
 
-def gurobi_ok(model: bk.Model) -> bool:
+def gurobi_ok(model: mm.Model) -> bool:
     try:
-        return not bk.gurobi_size_limited() or bk.gurobi_refusal(model.size()) is None
+        return not licensing.gurobi_size_limited() or licensing.gurobi_refusal(model.size()) is None
     except Exception:
         return False
 
 
-def test_sparsemax_np_matches_jax():
+def test_sparsemax64_matches_jax():
     s = np.random.default_rng(0).normal(size=(50, 4, 3)) * 2
-    a, tau = sparsemax_np(s)
+    a, tau = sparsemax64(s)
     ref = np.asarray(mechanism.sparsemax(jnp.asarray(s, jnp.float32), axis=-2))
     np.testing.assert_allclose(a, ref, atol=1e-6)
     np.testing.assert_allclose(a.sum(-2), 1.0, atol=1e-12)
@@ -44,7 +44,7 @@ def encoded(params, spec, v, agent, lo_i, hi_i, opts=EncodeOptions(), method="cr
     lo, hi = np.zeros_like(v), np.ones_like(v)
     lo[agent], hi[agent] = lo_i, hi_i
     nb = tighten(params, spec, agent_box(v, agent, lo_i, hi_i), method=method)
-    return encode(bk.Model(), weights64(params), spec, v, agent, lo, hi, nb, opts)
+    return encode(mm.Model(), weights64(params), spec, v, agent, lo, hi, nb, opts)
 
 
 CASES = [(payment, opts) for payment in ("free", "fractional")
@@ -64,7 +64,7 @@ def test_fixed_bids_objective_equals_forward_pass(payment, opts):
         b = rng.random(2)
         lo, hi = np.zeros((2, 2)), np.ones((2, 2))
         lo[1] = hi[1] = b
-        mip = encode(bk.Model(), w, spec, v, 1, lo, hi, nb, opts)
+        mip = encode(mm.Model(), w, spec, v, 1, lo, hi, nb, opts)
         prof = v.copy()
         prof[1] = b
         want = utility64(w, spec, prof, v, 1)
@@ -115,7 +115,7 @@ def test_unsupported_architectures():
 
 
 def test_backend_validation():
-    m = bk.Model()
+    m = mm.Model()
     with pytest.raises(ValueError, match="lower bound"):
         m.add_vars("x", [1.0], [0.0])
     x = m.add_vars("x", [0.0, 0.0], [1.0, 1.0])
@@ -132,26 +132,26 @@ def test_backend_validation():
 def test_license_refusal_is_explained(caplog):
     """solver='gurobi' on a model over the pip license's limits names the limit and suggests SCIP."""
     try:
-        limited = bk.gurobi_size_limited()
+        limited = licensing.gurobi_size_limited()
     except Exception:
         pytest.skip("Gurobi not usable here")
     big = {"vars": 2500, "binaries": 0, "linear": 10, "quadratic": 0, "sos1": 0}
     quad = {"vars": 250, "binaries": 0, "linear": 10, "quadratic": 3, "sos1": 0}
     if not limited:
-        assert bk.choose_solver("gurobi", big) == "gurobi"
+        assert licensing.choose_solver("gurobi", big) == "gurobi"
         pytest.skip("full Gurobi license: nothing is refused")
     for size, limit in ((big, "2000"), (quad, "200")):
-        with pytest.raises(bk.LicenseLimitError, match="scip") as e:
-            bk.choose_solver("gurobi", size)
+        with pytest.raises(licensing.LicenseLimitError, match="scip") as e:
+            licensing.choose_solver("gurobi", size)
         assert limit in str(e.value)
-    bk._warned.clear()
+    licensing._warned.clear()
     with caplog.at_level(logging.WARNING, logger="certify"):
-        assert bk.choose_solver("auto", quad) == "scip"
-        assert bk.choose_solver("auto", quad) == "scip"
+        assert licensing.choose_solver("auto", quad) == "scip"
+        assert licensing.choose_solver("auto", quad) == "scip"
     assert sum("SCIP" in r.getMessage() for r in caplog.records) == 1  # one notice, not one per model
     # Gurobi's own refusal at solve time (error 10010) is translated the same way.
-    m = bk.Model()
+    m = mm.Model()
     x = m.add_vars("x", np.zeros(2001), np.ones(2001))
     m.set_objective(x, np.ones(2001))
-    with pytest.raises(bk.LicenseLimitError, match="--solver scip"):
+    with pytest.raises(licensing.LicenseLimitError, match="--solver scip"):
         m.to(bk.GurobiBackend).solve()

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from certify.tighten import crown_batch, ibp64, select, tighten, unstable_counts, weights64
+from certify.network import weights64
+from certify.tighten import OUTWARD, crown_batch, ibp64, select, tighten, unstable_counts
 from jaxauction import bounds as jbounds
 from jaxauction.bounds import Interval
 from jaxauction.checkpoints import load_mechanism
@@ -79,7 +80,9 @@ def test_bounds_are_sound_and_nested(seed, payment):
     lp = tighten(params, spec, box, method="lp")
     for nb in (ibp, crown, lp):
         assert_contains(nb, *samples)
-    assert subset(crown, ibp, 1e-12) and subset(lp, crown) and subset(lp, ibp)
+    # nested up to the outward rounding (each method widens its own bounds by OUTWARD x magnitude)
+    tol = 100 * OUTWARD
+    assert subset(crown, ibp, tol) and subset(lp, crown, tol) and subset(lp, ibp, tol)
 
 
 def test_ibp64_matches_jaxauction_ibp():

@@ -40,17 +40,19 @@ was defined), and reports the error between the MIP and the network's forward pa
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
-from certify import backends as bk
-from certify.tighten import Weights
+from certify.mip import model as mm
+from certify.mip.affine import Affine, plus
+from certify.network import Weights, apply32, params_from, sparsemax64, utility64
+from jaxauction import mechanism
 from jaxauction.bounds import NetworkBounds
 from jaxauction.mechanism import MechanismSpec
 
 SPARSEMAX_ENCODINGS = ("bigm", "sos1")
-_PAD = 1e-9  # slack on bounds computed in float64 from other bounds
+_PAD = 1e-9  # relative slack on bounds computed in float64 from other bounds (times their magnitude)
 
 
 class UnsupportedArchitecture(ValueError):
@@ -89,115 +91,6 @@ class EncodeOptions:
             raise ValueError(f"sparsemax encoding must be one of {SPARSEMAX_ENCODINGS}, got {self.sparsemax!r}")
 
 
-class Affine(NamedTuple):
-    """``coef @ x[cols] + const``: R affine expressions over model columns."""
-
-    coef: np.ndarray   # (R, K)
-    cols: np.ndarray   # (K,)
-    const: np.ndarray  # (R,)
-
-    def value(self, vals):
-        return self.coef @ vals[self.cols] + self.const
-
-    def rows(self, idx):
-        return Affine(self.coef[idx], self.cols, self.const[idx])
-
-    def dense(self, w, b):
-        """The expression ``self @ w + b`` (self is the R-vector h; w is (R, H))."""
-        return Affine(w.T @ self.coef, self.cols, w.T @ self.const + b)
-
-    def terms(self, scale=1.0):
-        return (scale * self.coef, self.cols)
-
-    @staticmethod
-    def of_cols(cols):
-        cols = np.asarray(cols, np.int64)
-        return Affine(np.eye(len(cols)), cols, np.zeros(len(cols)))
-
-    @staticmethod
-    def constant(c):
-        c = np.atleast_1d(np.asarray(c, np.float64))
-        return Affine(np.zeros((len(c), 0)), np.zeros(0, np.int64), c)
-
-
-def stack(parts: list[Affine]) -> Affine:
-    """Concatenate rows of affine maps over (possibly) different columns."""
-    cols = np.unique(np.concatenate([p.cols for p in parts])) if parts else np.zeros(0, np.int64)
-    pos = {c: k for k, c in enumerate(cols)}
-    coef = np.zeros((sum(len(p.const) for p in parts), len(cols)))
-    r = 0
-    for p in parts:
-        idx = [pos[c] for c in p.cols]
-        coef[r:r + len(p.const), idx] = p.coef
-        r += len(p.const)
-    return Affine(coef, cols, np.concatenate([p.const for p in parts]))
-
-
-def plus(p: Affine, q: Affine) -> Affine:
-    """Elementwise sum of two affine maps with the same number of rows."""
-    st = stack([p, q])
-    r = len(p.const)
-    return Affine(st.coef[:r] + st.coef[r:], st.cols, p.const + q.const)
-
-
-def sparsemax_np(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sparsemax over axis -2 of ``s`` (..., R, M) in float64; returns ``(a, tau)``, tau (..., M)."""
-    s = np.asarray(s, np.float64)
-    z = -np.sort(-s, axis=-2)
-    k = np.arange(1, s.shape[-2] + 1)[:, None]
-    cs = np.cumsum(z, axis=-2) - 1.0
-    kk = np.sum(z - cs / k > 0, axis=-2, keepdims=True)          # support size, >= 1
-    tau = np.take_along_axis(cs, kk - 1, axis=-2) / kk
-    return np.maximum(s - tau, 0.0), tau[..., 0, :]
-
-
-def forward64(w: Weights, spec: MechanismSpec, bids: np.ndarray):
-    """float64 numpy forward pass: bids (..., N, M) -> ``(alloc (..., N, M), pay (..., N))``."""
-    bids = np.asarray(bids, np.float64)
-    lead = bids.shape[:-2]
-    h = bids.reshape(lead + (-1,))
-    for wk, bk_ in w.trunk:
-        h = np.maximum(h @ wk + bk_, 0.0)
-    s = (h @ w.alloc[0] + w.alloc[1]).reshape(lead + (spec.n_agents + 1, spec.n_items))
-    q = h @ w.pay[0] + w.pay[1]
-    a = sparsemax_np(s)[0][..., : spec.n_agents, :]
-    if spec.payment == "free":
-        p = np.clip(q, 0.0, spec.payment_max)
-    else:
-        p = np.clip(q / 10 + 0.5, 0.0, 1.0) * np.sum(a * bids, axis=-1)
-    return a, p
-
-
-def utility64(w: Weights, spec: MechanismSpec, bids: np.ndarray, vals: np.ndarray, agent: int):
-    """Agent ``agent``'s true utility ``sum_j a_ij v_ij - p_i`` at bids (..., N, M) (float64)."""
-    a, p = forward64(w, spec, bids)
-    u = np.sum(a[..., agent, :] * np.asarray(vals, np.float64)[agent], axis=-1) - p[..., agent]
-    return float(u) if np.ndim(u) == 0 else u
-
-
-_apply_jit = None
-
-
-def apply_jax(params, spec: MechanismSpec, bids) -> tuple[np.ndarray, np.ndarray]:
-    """The JAX forward pass (jitted ``mechanism.apply``, float32) of one (N, M) profile, as numpy."""
-    global _apply_jit
-    import jax
-    import jax.numpy as jnp
-
-    from jaxauction import mechanism
-
-    if _apply_jit is None:
-        _apply_jit = jax.jit(mechanism.apply, static_argnums=2)
-    a, p = _apply_jit(params, jnp.asarray(bids, jnp.float32), spec)
-    return np.asarray(a, np.float64), np.asarray(p, np.float64)
-
-
-def _params_from(w: Weights) -> dict:
-    f = lambda a: np.asarray(a, np.float32)
-    return {"trunk": [{"w": f(a), "b": f(b)} for a, b in w.trunk], "alloc": {"w": f(w.alloc[0]), "b": f(w.alloc[1])},
-            "pay": {"w": f(w.pay[0]), "b": f(w.pay[1])}}
-
-
 def _product_bounds(xl, xu, yl, yu):
     c = np.stack([xl * yl, xl * yu, xu * yl, xu * yu])
     return c.min(0), c.max(0)
@@ -214,7 +107,7 @@ class RegretMIP:
       n_unstable_relus: trunk neurons encoded with a binary.
     """
 
-    backend: bk.Model
+    backend: mm.Model
     spec: MechanismSpec
     weights: Weights
     agent: int
@@ -252,21 +145,23 @@ class RegretMIP:
     def set_start(self, bids_i) -> None:
         self.backend.set_start(self.start_values(bids_i))
 
-    def solve(self, **kw) -> bk.SolveResult:
+    def solve(self, **kw) -> mm.SolveResult:
         return self.backend.solve(**kw)
 
     def to(self, solver: str) -> "RegretMIP":
         """Move the (recorded, not yet solved) model to ``"gurobi"`` or ``"scip"``."""
-        self.backend = self.backend.to(bk.BACKENDS[solver])
+        from certify.mip.backends import BACKENDS
+
+        self.backend = self.backend.to(BACKENDS[solver])
         return self
 
-    def misreport(self, result: bk.SolveResult) -> np.ndarray | None:
+    def misreport(self, result: mm.SolveResult) -> np.ndarray | None:
         """(N, M) bid profile at the incumbent, or None."""
         if result.values is None:
             return None
         return self.profile(result.values[self.bid_cols])
 
-    def get_error(self, result: bk.SolveResult, reference: str = "jax") -> float | None:
+    def get_error(self, result: mm.SolveResult, reference: str = "jax") -> float | None:
         """``|MIP objective at the incumbent - forward-pass utility at its bids|``.
 
         ``reference="jax"``: the JAX forward pass ``mechanism.apply`` (float32, what training
@@ -278,7 +173,7 @@ class RegretMIP:
         if reference == "float64":
             u = utility64(self.weights, self.spec, b, self.valuations, self.agent)
         elif reference == "jax":
-            a, p = apply_jax(self.params, self.spec, b)
+            a, p = apply32(self.params, self.spec, b)
             u = float(np.sum(a[self.agent] * self.valuations[self.agent]) - p[self.agent])
         else:
             raise ValueError(f"reference must be 'jax' or 'float64', got {reference!r}")
@@ -286,7 +181,7 @@ class RegretMIP:
 
 
 class _Encoder:
-    def __init__(self, be: bk.Model, w: Weights, spec: MechanismSpec, opts: EncodeOptions):
+    def __init__(self, be: mm.Model, w: Weights, spec: MechanismSpec, opts: EncodeOptions):
         self.be, self.w, self.spec, self.opts = be, w, spec, opts
         self.evaluators: list[Callable] = []
         self.n_unstable = 0
@@ -409,15 +304,18 @@ class _Encoder:
         """Allocation columns (N+1, M) (dummy row last) from logit columns ``s_cols`` (N+1, M)."""
         be, opts = self.be, self.opts
         r_, m = sl.shape
-        tau_l = sparsemax_np(sl)[1]
-        tau_u = sparsemax_np(su)[1]
+        tau_l = sparsemax64(sl)[1]
+        tau_u = sparsemax64(su)[1]
         eye = np.eye(r_, dtype=bool)[:, :, None]           # (r, r', 1): row r' == r
-        a_l = sparsemax_np(np.where(eye, sl[None], su[None]))[0][eye[..., 0]]  # (r, m)
-        a_u = sparsemax_np(np.where(eye, su[None], sl[None]))[0][eye[..., 0]]
-        a_l = np.clip(a_l - _PAD, 0.0, 1.0)
-        a_u = np.clip(a_u + _PAD, 0.0, 1.0)
-        tau_l, tau_u = tau_l - _PAD, tau_u + _PAD
-        mu_u = np.maximum(tau_u[None] - sl + _PAD, 0.0)
+        a_l = sparsemax64(np.where(eye, sl[None], su[None]))[0][eye[..., 0]]  # (r, m)
+        a_u = sparsemax64(np.where(eye, su[None], sl[None]))[0][eye[..., 0]]
+        # outward rounding, relative to the logits' magnitude (float64 error of sparsemax64 is
+        # ~1e-16 of it; _PAD is 1e-9 of it)
+        scale = 1.0 + np.sum(np.maximum(np.abs(sl), np.abs(su)), axis=0)   # (m,)
+        a_l = np.clip(a_l - _PAD * scale, 0.0, 1.0)
+        a_u = np.clip(a_u + _PAD * scale, 0.0, 1.0)
+        tau_l, tau_u = tau_l - _PAD * scale, tau_u + _PAD * scale
+        mu_u = np.maximum(tau_u[None] - sl + _PAD * (scale + np.abs(sl)), 0.0)
         a_u = np.where(su < tau_l[None], 0.0, a_u)  # never in the support
         mu_u = np.where(a_l > 0, 0.0, mu_u)           # always in the support
         lab = [(r, j) for r in range(r_) for j in range(m)]
@@ -449,7 +347,7 @@ class _Encoder:
 
         def ev(v, sel=np.flatnonzero(amb)):
             sv = v[s_cols]
-            av, tv = sparsemax_np(sv)
+            av, tv = sparsemax64(sv)
             v[a] = np.clip(av, a_l, a_u)
             v[tau] = np.clip(tv, tau_l, tau_u)
             v[mu] = np.clip(np.maximum(tv[None] - sv, 0.0), 0.0, mu_u)
@@ -460,7 +358,7 @@ class _Encoder:
         return a
 
 
-def encode(backend: bk.Model, weights: Weights, spec: MechanismSpec, valuations, agent: int, low, high,
+def encode(backend: mm.Model, weights: Weights, spec: MechanismSpec, valuations, agent: int, low, high,
            nb: NetworkBounds, options: EncodeOptions = EncodeOptions(), params=None) -> RegretMIP:
     """Build the regret MIP of ``agent`` at profile ``valuations`` into ``backend``.
 
@@ -494,8 +392,9 @@ def encode(backend: bk.Model, weights: Weights, spec: MechanismSpec, valuations,
     if spec.payment == "free":
         p, _, _ = enc.clip("pay", q_aff, ql, qu, float(spec.payment_max))
     else:
-        t = Affine(q_aff.coef / 10.0, q_aff.cols, q_aff.const / 10.0 + 0.5)
-        f, fl, fu = enc.clip("frac", t, ql / 10 + 0.5, qu / 10 + 0.5, 1.0)
+        dv, off = mechanism.HARD_SIGMOID_DIVISOR, mechanism.HARD_SIGMOID_OFFSET
+        t = Affine(q_aff.coef / dv, q_aff.cols, q_aff.const / dv + off)
+        f, fl, fu = enc.clip("frac", t, ql / dv + off, qu / dv + off, 1.0)
         a_ub = backend.bounds(a[agent])[1]
         wl, wu = _product_bounds(0.0, a_ub, low[agent], high[agent])
         w_cols = backend.add_vars("pay_w", wl, wu, index=[(agent, j) for j in range(m)])
@@ -518,5 +417,5 @@ def encode(backend: bk.Model, weights: Weights, spec: MechanismSpec, valuations,
     obj_const -= float(p.const[0])
     backend.set_objective(obj_cols, obj_coef, obj_const)
     return RegretMIP(backend, spec, weights, agent, v, low, high, bid_cols, enc.n_unstable, enc.evaluators,
-                     backend.objective, params if params is not None else _params_from(weights))
+                     backend.objective, params if params is not None else params_from(weights))
 

@@ -1,0 +1,165 @@
+"""The ONE float64 twin of :func:`jaxauction.mechanism.apply`, which every certifier evaluates.
+
+Every part of ``certify/`` that evaluates the network (the MIP's replay and start values, the
+planar vertices, the pruning bounds, the tests' dense searches) goes through the functions here,
+and the head constants come from :mod:`jaxauction.mechanism`, so a change of the forward pass
+cannot make a certificate speak about another function. ``tests/test_network.py`` compares the
+twin with ``mechanism.apply`` for every allocation x payment combination.
+
+What a certificate is about (the *semantics*; :class:`certify.certificate.Certificate`):
+
+* ``u_R``: the exact real-arithmetic function of the stored weights (float32 numbers read as
+  reals). The MIP encodes ``u_R`` exactly (its coefficients are those weights in float64), and
+  the float64 twin here differs from it by at most :func:`rounding_margin` with
+  ``precision="float64"`` (about 1e-13 on our nets).
+* ``u_32``: what ``mechanism.apply`` computes in float32 (allocations and payments), combined
+  with the true values exactly: ``u_32(b) = sum_j a32_ij(b) v_ij - p32_i(b)``.
+  :func:`rounding_margin` bounds ``|u_32 - u_R|`` over a box of bids, rigorously, under the
+  assumptions stated there.
+
+Both functions read the same params pytree (``mechanism.py`` documents it).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxauction import mechanism
+from jaxauction.mechanism import MechanismSpec, Params
+
+
+class Weights(NamedTuple):
+    """The mechanism's weights as float64 numpy arrays (``w`` is (fan_in, fan_out))."""
+
+    trunk: tuple  # ((w, b), ...)
+    alloc: tuple  # (w (H, (N+1)*M), b)
+    pay: tuple    # (w (H, N), b)
+
+
+def weights64(params: Params) -> Weights:
+    """float64 copies of the pytree's arrays (exact: every float32 is a float64)."""
+    f = lambda a: np.asarray(a, np.float64)
+    return Weights(tuple((f(l["w"]), f(l["b"])) for l in params["trunk"]),
+                   (f(params["alloc"]["w"]), f(params["alloc"]["b"])),
+                   (f(params["pay"]["w"]), f(params["pay"]["b"])))
+
+
+def digest(params: Params) -> str:
+    """sha256 of the weights (leaf names, shapes, float32 bytes): the one weights digest, used by
+    run manifests (``weights_sha256``) and caches."""
+    from jaxauction import checkpoints
+
+    h = hashlib.sha256()
+    for k, v in sorted(checkpoints.flatten_tree(params).items()):
+        a = np.ascontiguousarray(np.asarray(v, np.float32))
+        h.update(k.encode() + repr(a.shape).encode() + a.tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# the pieces, in float64
+# ------------------------------------------------------------------------------------------------
+def sparsemax64(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sparsemax over axis -2 of ``s`` (..., R, M) in float64; returns ``(a, tau)``, tau (..., M).
+
+    ``tau = max_k (sum_{r<=k} z_r - 1) / k`` over the decreasingly sorted ``z`` (as
+    :func:`jaxauction.mechanism.sparsemax`), ``a = max(s - tau, 0)``.
+    """
+    s = np.asarray(s, np.float64)
+    z = -np.sort(-s, axis=-2)
+    k = np.arange(1, s.shape[-2] + 1)[:, None]
+    tau = np.max((np.cumsum(z, axis=-2) - 1.0) / k, axis=-2)
+    return np.maximum(s - tau[..., None, :], 0.0), tau
+
+
+def softmax64(s: np.ndarray) -> np.ndarray:
+    """Softmax over axis -2 (the agents plus the dummy) in float64."""
+    s = np.asarray(s, np.float64)
+    e = np.exp(s - s.max(axis=-2, keepdims=True))
+    return e / e.sum(axis=-2, keepdims=True)
+
+
+def hard_sigmoid64(q):
+    return np.clip(np.asarray(q, np.float64) / mechanism.HARD_SIGMOID_DIVISOR + mechanism.HARD_SIGMOID_OFFSET, 0.0, 1.0)
+
+
+def sigmoid64(q):
+    q = np.asarray(q, np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * q))
+
+
+def trunk64(w: Weights, x: np.ndarray, upto: int | None = None) -> np.ndarray:
+    """Trunk features of flattened bids ``x`` (..., N*M) after ``upto`` layers (default all)."""
+    h = np.asarray(x, np.float64)
+    for wk, ck in w.trunk[:upto]:
+        h = np.maximum(h @ wk + ck, 0.0)
+    return h
+
+
+def heads64(w: Weights, spec: MechanismSpec, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Allocation logits (..., N+1, M) and payment logits (..., N) from trunk features."""
+    s = (h @ w.alloc[0] + w.alloc[1]).reshape(h.shape[:-1] + (spec.n_agents + 1, spec.n_items))
+    return s, h @ w.pay[0] + w.pay[1]
+
+
+def allocate64(s: np.ndarray, spec: MechanismSpec) -> np.ndarray:
+    a = sparsemax64(s)[0] if spec.allocation == "sparsemax" else softmax64(s)
+    return a[..., : spec.n_agents, :]
+
+
+def pay64(q: np.ndarray, alloc: np.ndarray, bids: np.ndarray, spec: MechanismSpec) -> np.ndarray:
+    if spec.payment == "free":
+        return np.clip(q, 0.0, spec.payment_max)
+    frac = hard_sigmoid64(q) if spec.payment == "fractional" else sigmoid64(q)
+    return frac * np.sum(alloc * bids, axis=-1)
+
+
+def forward64(w: Weights, spec: MechanismSpec, bids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 forward pass: bids (..., N, M) -> ``(alloc (..., N, M), pay (..., N))``."""
+    bids = np.asarray(bids, np.float64)
+    h = trunk64(w, bids.reshape(bids.shape[:-2] + (-1,)))
+    s, q = heads64(w, spec, h)
+    a = allocate64(s, spec)
+    return a, pay64(q, a, bids, spec)
+
+
+def utility64(w: Weights, spec: MechanismSpec, bids: np.ndarray, vals: np.ndarray, agent: int):
+    """Agent ``agent``'s true utility ``sum_j a_ij v_ij - p_i`` at bids (..., N, M) (float64)."""
+    a, p = forward64(w, spec, bids)
+    u = np.sum(a[..., agent, :] * np.asarray(vals, np.float64)[agent], axis=-1) - p[..., agent]
+    return float(u) if np.ndim(u) == 0 else u
+
+
+# ------------------------------------------------------------------------------------------------
+# the float32 function users run
+# ------------------------------------------------------------------------------------------------
+_apply_jit = None
+
+
+def apply32(params: Params, spec: MechanismSpec, bids) -> tuple[np.ndarray, np.ndarray]:
+    """``mechanism.apply`` (jitted, float32) at bids (N, M) or (B, N, M), returned as float64 numpy."""
+    global _apply_jit
+    import jax
+    import jax.numpy as jnp
+
+    if _apply_jit is None:
+        _apply_jit = jax.jit(mechanism.apply, static_argnums=2)
+    a, p = _apply_jit(params, jnp.asarray(bids, jnp.float32), spec)
+    return np.asarray(a, np.float64), np.asarray(p, np.float64)
+
+
+def utility32(params: Params, spec: MechanismSpec, bids, vals, agent: int):
+    """``u_32``: the float32 allocation and payment of ``mechanism.apply``, combined with the
+    true values ``vals`` (N, M) in float64 (exact to ~1e-16 relative)."""
+    a, p = apply32(params, spec, bids)
+    u = np.sum(a[..., agent, :] * np.asarray(vals, np.float64)[agent], axis=-1) - p[..., agent]
+    return float(u) if np.ndim(u) == 0 else u
+
+
+def params_from(w: Weights) -> dict:
+    """The float32 params pytree of float64 weights (inverse of :func:`weights64` for float32 data)."""
+    f = lambda a: np.asarray(a, np.float32)
+    return {"trunk": [{"w": f(a), "b": f(b)} for a, b in w.trunk], "alloc": {"w": f(w.alloc[0]), "b": f(w.alloc[1])},
+            "pay": {"w": f(w.pay[0]), "b": f(w.pay[1])}}
