@@ -98,6 +98,19 @@ def trunk64(w: Weights, x: np.ndarray, upto: int | None = None) -> np.ndarray:
     return h
 
 
+def preactivations64(w: Weights, spec: MechanismSpec, bids: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
+    """Every trunk pre-activation ``z_k`` (..., H_k) and the head logits ``s`` (..., N+1, M), ``q``
+    (..., N) at bids (..., N, M): what bounds on a box must contain at each of its points."""
+    bids = np.asarray(bids, np.float64)
+    h = bids.reshape(bids.shape[:-2] + (-1,))
+    zs = []
+    for wk, ck in w.trunk:
+        zs.append(h @ wk + ck)
+        h = np.maximum(zs[-1], 0.0)
+    s, q = heads64(w, spec, h)
+    return zs, s, q
+
+
 def heads64(w: Weights, spec: MechanismSpec, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Allocation logits (..., N+1, M) and payment logits (..., N) from trunk features."""
     s = (h @ w.alloc[0] + w.alloc[1]).reshape(h.shape[:-1] + (spec.n_agents + 1, spec.n_items))

@@ -5,32 +5,33 @@ and an agent i, :func:`certify_point` solves, exactly,
 
     U* = max_{b_i in [low_i, high_i]}  u_i(b_i, v_-i),     u_i = sum_j a_ij v_ij - p_i
 
-and returns a :class:`Certificate` with ``regret = U* - u_i(v)`` bracketed from both sides:
+and returns a :class:`~certify.certificate.Certificate` with ``regret = U* - u_i(v)`` bracketed
+from both sides, for the exact real-arithmetic function of the weights and for the float32
+function ``mechanism.apply`` computes (the semantics: :mod:`certify.certificate`):
 
-* ``regret_lower``: the JAX forward pass replayed at the best misreport found (an actual bid, so a
-  proven lower bound);
-* ``regret_upper``: the solvers' proven dual bound minus the truthful utility (never an
-  incumbent); ``None`` if no bound was proven.
+* ``regret_lower``: the float64 twin (:mod:`certify.network`) at the best misreport found, minus
+  the truthful utility and the twin's rounding bound (an actual bid, so a proven lower bound);
+* ``regret_upper``: the method's proven bound (never an incumbent) minus the truthful utility,
+  plus the rounding margins of :mod:`certify.rounding`; ``None`` if no bound was proven.
 
 Search (every choice below changes only the speed, never the certified value; see
-:mod:`certify.encoders` for the MIP and :mod:`certify.tighten` for the bounds):
+:mod:`certify.mip` for the MIP and :mod:`certify.tighten` for the bounds):
 
 1. Incumbent: projected gradient ascent (``jaxauction.misreport.regret_pgd``, 1000 steps, lr 0.02)
    plus a grid of ``samples`` bids of agent i, all evaluated in float64.
-2. Input-space branch and bound over agent i's bid box (M-dimensional: the other agents are
-   fixed). Each box gets CROWN bounds (batched) and an upper bound on the utility from bounds on
-   the allocation-logit differences (sparsemax is monotone in them) and the lowest payment.
-   Phase 1 bisects (widest side first) the box holding the incumbent until CROWN leaves at most
-   ``split_unstable`` unstable ReLUs, and solves its MIP with the incumbent as MIP start.
-   Phase 2 takes the other boxes best-first: a box whose bound is not above the incumbent is
-   pruned; a small box gets a MIP with ``cutoff = incumbent + gap_abs`` (status "cutoff" proves
-   nothing in it beats the cutoff); a big one is bisected.
+2. Input-space branch and bound over agent i's bid box with an exact MIP at the leaves
+   (:class:`certify.mip.search.Search`).
 3. ``U* <= max`` over boxes of their proven bounds (MIP dual bound, cutoff, or the pruning bound),
-   and every MIP incumbent is replayed and kept if better.
+   and every MIP incumbent is replayed and kept if better. A bound below a bid the search
+   evaluated is reported as an error, never as a certificate.
+4. The rounding margins over the whole bid box (:func:`certify.rounding.utility_margin`, from the
+   box's CROWN bounds) and :func:`certify.certificate.settle` turn the bounds into a certificate
+   that keeps its invariants: "optimal" only if the bounds met within ``gap_tol``.
 
 ``solver="planar"`` (free-payment, 2-item mechanisms only) replaces steps 2-3 by the exact
 linear-region enumeration of :mod:`certify.planar` (no MIP): the maximum over all region
-vertices, with a 1e-9 tolerance as the gap. For a single bidder the regions do not depend on the
+vertices, with its tolerance as the gap; an enumeration that cannot resolve the net's kinks in
+float64 is an error, not a bound. For a single bidder the regions do not depend on the
 profile and are enumerated once per network.
 
 With ``split_unstable=None`` the whole box is one MIP, as in the paper. Why splitting: the first
@@ -43,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,6 +67,12 @@ def validate(params, spec: MechanismSpec, valuations, agent, low=None, high=None
         raise ValueError(f"spec must be a MechanismSpec, got {type(spec).__name__}")
     check_supported(spec)
     check_params(params, spec)
+    for leaf in jax.tree_util.tree_leaves(params):
+        a = np.asarray(leaf)
+        if a.dtype != np.float32 and not np.array_equal(a.astype(np.float32).astype(a.dtype), a):
+            raise ValueError(f"parameters must be float32 numbers (the stored weights; mechanism.apply rounds "
+                             f"others to float32, so a certificate would be about other weights); got {a.dtype} "
+                             f"values that float32 does not represent exactly")
     n, m = spec.n_agents, spec.n_items
     v = np.asarray(valuations, np.float64)
     if v.shape != (n, m):
@@ -247,8 +255,9 @@ def _certify_mip(ctx: _Context, low, high, inc_u, inc_b, opts, solver, threads, 
                   method_tol=mm.gap_tolerance(max(search.bounds) if search.bounds else 0.0))
     msgs = list(dict.fromkeys(search.messages))
     if search.error is not None:
-        return ctx.certificate(search_status="error", upper_u=None, best_b=search.inc_b, solver=search.error[0],
-                               gap=None, mip_objective=None, mip_network_error=None,
+        who = search.error[0] if search.error[0] in SOLVERS else "+".join(sorted(search.solvers)) or "none"
+        return ctx.certificate(search_status="error", upper_u=None, best_b=search.inc_b, solver=who,
+                               mip_objective=None, mip_network_error=None,
                                message="; ".join([search.error[1]] + msgs), **common)
     bound = max(search.bounds)
     status = search.status
@@ -294,6 +303,7 @@ def _certify_planar(ctx: _Context, low, high, inc_u, inc_b, deadline):
                     f"enumerated maximum {res.best_utility:.9g}")
     best_b = res.best_bids if res.best_utility >= inc_u else inc_b
     u_best = float(utility64(ctx.w, ctx.spec, ctx.profile(best_b), ctx.v, agent))
+    common["method_tol"] = (res.upper - res.best_utility) + ctx.margins["float64"]  # the enumeration's own slack
     return ctx.certificate(search_status=status, upper_u=upper_u, best_b=best_b, nodes=res.n_regions,
                            time_solve_s=res.time_s, mip_objective=res.best_utility,
                            mip_network_error=abs(res.best_utility - u_best), message="; ".join(msgs), **common)

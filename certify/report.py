@@ -3,8 +3,10 @@
 Per agent (and over all agents when there are several):
 
 * certified regret: mean, std (population, ddof=0) and max of ``regret_upper`` over *proven*
-  pairs only (status ``"optimal"``). ``regret_upper`` is the solver's proven upper bound on
-  ``max_b u_i(b, v_-i) - u_i(v)``, so it is the sound number to report;
+  pairs only (status ``"optimal"``). ``regret_upper`` is the proven upper bound on
+  ``max_b u_i(b, v_-i) - u_i(v)`` for the exact function and for float32 ``mechanism.apply``
+  (:mod:`certify.certificate`), so it is the sound number to report; beside it the same
+  statistics of ``regret_upper_exact`` (the exact function alone) and the mean rounding margin;
 * the mean empirical (PGD) regret over the same proven pairs, and the ratio
   ``mean certified / mean PGD`` (>= 1 up to solver tolerance, since PGD is a lower bound);
 * solve time (``time_solve_s``: the MIP solver, or the planar enumeration) mean, std, p50, p95 (linear interpolation) and max over all
@@ -23,7 +25,8 @@ from typing import Iterable
 
 import numpy as np
 
-from certify.runs import MANIFEST, RESULTS, is_proven, latest_by_pair, read_results
+from certify.campaign.results import MANIFEST, RESULTS, latest_by_pair, read_results
+from certify.certificate import is_proven
 
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
@@ -69,6 +72,8 @@ def summarize_group(records: list[dict]) -> dict:
     errors = [r for r in records if r.get("status") == "error"]
     unproven = [r for r in records if not is_proven(r) and r.get("status") != "error"]
     cert = [float(r["regret_upper"]) for r in proven]
+    exact = [float(r["regret_upper_exact"]) for r in proven if r.get("regret_upper_exact") is not None]
+    margins = [float(r["margin"]) for r in proven if r.get("margin") is not None]
     pgd = [float(r["pgd_regret"]) for r in proven if r.get("pgd_regret") is not None]
     pgd_mean = float(np.mean(pgd)) if pgd else None
     cert_mean = float(np.mean(cert)) if cert else None
@@ -83,6 +88,8 @@ def summarize_group(records: list[dict]) -> dict:
         "errors": len(errors),
         "status_counts": dict(sorted(Counter(str(r.get("status")) for r in records).items())),
         "certified_regret": _stats(cert),
+        "certified_regret_exact": _stats(exact),
+        "margin_mean": float(np.mean(margins)) if margins else None,
         "pgd_regret_mean": pgd_mean,
         "pgd_points": len(pgd),
         "certified_over_pgd": ratio,
@@ -131,13 +138,16 @@ def format_summary(summary: dict, manifest: dict | None = None) -> str:
                    f"Solver: {manifest.get('solver')}, time limit: {'none' if tl is None else f'{tl:g} s'}, "
                    f"profiles: {_source(manifest.get('profiles'))}\n")
     rows = summary["rows"]
-    out.append("Certified regret = proven upper bound (status optimal only); "
-               "PGD regret and the ratio over the same proven pairs.\n")
+    out.append("Certified regret = proven upper bound (status optimal only) for float32 `mechanism.apply` and "
+               "the exact function; 'exact' = for the exact function alone; margin = the float rounding margin "
+               "included; PGD regret and the ratio over the same proven pairs.\n")
+    ex = lambda r: r.get("certified_regret_exact") or {}
     out.append(_md_table(
-        ["agent", "pairs", "proven", "unproven", "errors", "cert. regret mean", "std", "max",
-         "PGD regret mean", "cert/PGD"],
+        ["agent", "pairs", "proven", "unproven", "errors", "cert. regret mean", "std", "max", "exact mean",
+         "exact max", "margin mean", "PGD regret mean", "cert/PGD"],
         [[str(r["agent"]), str(r["count"]), str(r["proven"]), str(r["unproven"]), str(r["errors"]),
           _f(r["certified_regret"]["mean"]), _f(r["certified_regret"]["std"]), _f(r["certified_regret"]["max"]),
+          _f(ex(r).get("mean")), _f(ex(r).get("max")), _f(r.get("margin_mean"), ".2g"),
           _f(r["pgd_regret_mean"]), _f(r["certified_over_pgd"], ".3f")] for r in rows]))
     out.append(f"\n{_solve_label(manifest)} time (s), all pairs that reached the solver:\n")
     out.append(_md_table(

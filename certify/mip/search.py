@@ -30,7 +30,7 @@ from certify.certificate import CertifyOptions, auto_split_unstable
 from certify.mip import licensing
 from certify.mip import model as mm
 from certify.mip.encoders import encode
-from certify.network import hard_sigmoid64, sparsemax64, utility64
+from certify.network import hard_sigmoid64, preactivations64, sparsemax64, utility64
 from certify.tighten import crown_batch, logit_differences, select, tighten
 from jaxauction.bounds import Interval, NetworkBounds
 from jaxauction.mechanism import MechanismSpec
@@ -72,7 +72,9 @@ def utility_upper(nb: NetworkBounds, diff: Interval, spec: MechanismSpec, v, age
         p_l = np.minimum(f_l * y_l, hard_sigmoid64(nb.pay_logits.upper[:, agent]) * y_l)
     # sum_j a_ij v_ij <= sum_j (a^U if v_ij >= 0 else a^L) v_ij: any sign of v
     vi = v[agent]
-    return np.sum(np.where(vi >= 0, a_u, a_l) * vi, axis=-1) - p_l
+    gain = np.sum(np.where(vi >= 0, a_u, a_l) * vi, axis=-1)
+    # rounded outward: the float64 error of these few operations is ~1e-16 of their magnitude
+    return gain - p_l + 1e-12 * (1.0 + np.abs(gain) + np.abs(p_l))
 
 
 @dataclasses.dataclass
@@ -126,8 +128,31 @@ class Search:
         nb, diff = crown_batch(self.params, self.spec, lo, hi, extra=self.diff_w)
         ub = utility_upper(nb, diff, self.spec, self.v, self.agent, lo[:, self.agent], hi[:, self.agent])
         unst = sum(np.sum((z.lower < 0) & (z.upper > 0), axis=-1) for z in nb.pre)
+        self.check_at_centres(lo, hi, nb, ub)
         self.t[0] += time.perf_counter() - t0
         return [_Box(c[0], c[1], float(ub[k]), select(nb, k), int(unst[k]), depth) for k, c in enumerate(corners)]
+
+    def check_at_centres(self, lo, hi, nb: NetworkBounds, ub) -> None:
+        """A posteriori check of the bounds of a batch of boxes: at each box's centre, every
+        pre-activation and logit of the float64 twin must lie in its interval and the utility
+        must not exceed the box's bound. A failure means the bounds are not sound for this network
+        (a bug, or bounds from elsewhere): the search stops with an error instead of pruning on them."""
+        if self.error is not None:
+            return
+        c = (lo + hi) / 2
+        zs, s, q = preactivations64(self.w, self.spec, c)
+        u = utility64(self.w, self.spec, c, self.v, self.agent)
+        pairs = list(zip(zs, nb.pre)) + [(s, nb.alloc_logits), (q, nb.pay_logits)]
+        for k, (val, iv) in enumerate(pairs):
+            tol = 1e-9 * (1.0 + np.abs(val))
+            bad = (val < iv.lower - tol) | (val > iv.upper + tol)
+            if np.any(bad):
+                self.error = ("bounds", f"the bounds of a box exclude the network's value at its centre (layer {k}, "
+                                        f"{int(np.sum(bad))} values): they are not sound here; no bound is reported")
+                return
+        if np.any(u > ub + 1e-9 * (1.0 + np.abs(u))):
+            self.error = ("bounds", "a box's utility bound is below the utility at its centre: the bounds are not "
+                                    "sound here; no bound is reported")
 
     def split(self, box: _Box) -> list[_Box]:
         j = int(np.argmax(box.hi - box.lo))
@@ -160,10 +185,12 @@ class Search:
 
         # phase 1: descend to the incumbent's box
         box = root
-        while thr is not None and box.unstable > thr and self.can_split(box):
+        while thr is not None and box.unstable > thr and self.can_split(box) and self.error is None:
             kids = self.split(box)
             box = kids[0] if kids[0].holds(self.inc_b) else kids[1]
             push(kids[1] if box is kids[0] else kids[0])
+        if self.error is not None:
+            return
         self.solve_box(box, first=True)
         # phase 2: best first
         while heap and self.error is None:
@@ -257,8 +284,10 @@ class Search:
 
     def admits(self, mip, box: _Box) -> float:
         """Largest relative violation of ``mip``'s rows at the complete assignments of the box's
-        centre, its corners (up to 4 items) and the incumbent if the box holds it: > 0 beyond
-        rounding means the encoding excludes real bids (its bounds were wrong)."""
+        centre, its corners (up to 4 items) and the incumbent if the box holds it, and largest
+        relative difference between the model's objective there and the float64 twin's utility:
+        > 0 beyond rounding means the encoding excludes real bids or encodes another function
+        (its bounds were wrong)."""
         pts = [(box.lo + box.hi) / 2]
         m = len(box.lo)
         if m <= 4:
@@ -266,4 +295,10 @@ class Search:
             pts += list(box.lo + grid * (box.hi - box.lo))
         if box.holds(self.inc_b):
             pts.append(np.clip(self.inc_b, box.lo, box.hi))
-        return max(mip.backend.violation(mip.start_values(b)) for b in pts)
+        worst = 0.0
+        for b in pts:
+            vals = mip.start_values(b)
+            u64 = utility64(self.w, self.spec, mip.profile(b), self.v, self.agent)
+            fidelity = abs(mip.objective_value(vals) - u64) / (1.0 + abs(u64))  # the model is this network
+            worst = max(worst, mip.backend.violation(vals), fidelity)
+        return worst
