@@ -2,11 +2,13 @@
 
     python certify.py --ckpt RUN_DIR_OR_REFERENCE_NPZ [--points N] [--agents all|0,1] [--seed S]
                       [--time-limit T] [--solver auto|gurobi|scip|planar] [--workers W] [--out DIR]
-                      [--profiles FILE.json]
+                      [--profiles FILE.json] [--executor local|ray] [--address RAY_ADDRESS]
 
 Results go to OUT/results.jsonl (one line per profile and agent; rerunning resumes), then a summary
 table is printed and written to OUT/summary.md/.json with plots beside it. The default OUT is
 RUN_DIR/cert/ for a run directory and runs/cert/<npz stem>/ for a reference network.
+--executor ray runs the pairs on Ray actors (a local Ray instance, or the cluster at --address);
+the driver alone writes results.jsonl, so resuming works the same with either executor.
 Bad input ends with a one-line error and exit code 2.
 """
 from __future__ import annotations
@@ -26,6 +28,9 @@ def default_out(ckpt: str) -> Path:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from certify.campaign.executors import EXECUTORS
+    from certify.certificate import SOLVERS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ckpt", required=True, help="run dir, checkpoint dir, or reference NAME.npz")
     ap.add_argument("--points", type=int, default=100, help="profiles sampled from the prior (default 100)")
@@ -33,10 +38,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="profile sampling seed (default 0)")
     ap.add_argument("--time-limit", type=float, default=600.0,
                     help="MIP time limit per profile and agent, seconds (default 600; 0 = none)")
-    ap.add_argument("--solver", choices=("auto", "gurobi", "scip", "planar"), default="auto",
+    ap.add_argument("--solver", choices=SOLVERS, default="auto",
                     help="MIP solver (auto: Gurobi if its license takes the model, else SCIP), or 'planar': "
                          "exact linear-region enumeration, no MIP (free payment, 2 items only)")
-    ap.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="pairs certified in parallel: worker processes, or Ray actors (default 1)")
+    ap.add_argument("--executor", choices=EXECUTORS, default="local",
+                    help="local: this machine's process pool (default); ray: Ray actors (pip install -e '.[ray]')")
+    ap.add_argument("--address", help="Ray cluster to use with --executor ray (HOST:PORT of its head, "
+                                      "ray://HOST:PORT or auto); default: start a local Ray instance")
     ap.add_argument("--out", help="output directory (default: RUN_DIR/cert or runs/cert/<npz stem>)")
     ap.add_argument("--profiles", help="JSON file: a list of N x M valuation matrices (instead of sampling)")
     return ap.parse_args(argv)
@@ -45,19 +55,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from jaxauction.checkpoints import CheckpointError
-    from certify import report, runs
+    from certify import campaign, report
 
     out = Path(args.out) if args.out else default_out(args.ckpt)
-    fatal = runs.fatal_exceptions()
     try:
-        runs.run_certification(args.ckpt, out, points=args.points, agents=args.agents, seed=args.seed,
-                               time_limit=args.time_limit or None, solver=args.solver, workers=args.workers,
-                               profiles=args.profiles, progress=True)
-    except (CheckpointError, runs.RunError, *fatal) as e:
+        campaign.run_certification(args.ckpt, out, points=args.points, agents=args.agents, seed=args.seed,
+                                   time_limit=args.time_limit or None, solver=args.solver, workers=args.workers,
+                                   profiles=args.profiles, progress=True, executor=args.executor,
+                                   address=args.address)
+    except Exception as e:  # bad input, or an error every pair would hit (a licence, an architecture)
+        if not isinstance(e, (CheckpointError, campaign.RunError)) and not campaign.is_fatal(e):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished results are in {out / runs.RESULTS}; rerun the same command to resume",
+        print(f"\ninterrupted; finished results are in {out / campaign.RESULTS}; rerun the same command to resume",
               file=sys.stderr)
         return 130
     rep = report.write_report(out)

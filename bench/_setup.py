@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from certify.regret import certify_point
-from certify.runs import sample_profiles
+from certify.campaign.profiles import sample_profiles
 from jaxauction import checkpoints
 
 

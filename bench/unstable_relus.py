@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from certify.runs import sample_profiles
+    from certify.campaign.profiles import sample_profiles
     from jaxauction import checkpoints
 
     for path in args.ckpts:

@@ -99,6 +99,15 @@ def test_bad_profiles_file(ckpt, tmp_path, capsys):
     assert_one_line_error(code, None, capsys.readouterr().err, "profile 0 has shape (2,)")
 
 
+def test_ray_executor_without_ray_is_a_one_line_error(ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code = cli.main(["--ckpt", str(ckpt), "--executor", "ray", "--out", str(tmp_path / "o")])
+    assert_one_line_error(code, None, capsys.readouterr().err, 'pip install -e ".[ray]"')
+    code = cli.main(["--ckpt", str(ckpt), "--address", "localhost:6379", "--out", str(tmp_path / "o")])
+    assert_one_line_error(code, None, capsys.readouterr().err, "needs --executor ray")
+    assert not (tmp_path / "o").exists()
+
+
 def test_default_out_dirs():
     assert cli.default_out("runs/x") == Path("runs/x/cert")
     assert cli.default_out("/a/b/1x2_net.npz") == Path("runs/cert/1x2_net")
@@ -132,10 +141,10 @@ def test_end_to_end_two_points_via_scip(ckpt, tmp_path, capsys):
 
 def test_license_refusal_is_a_one_line_error(ckpt, tmp_path, capsys, monkeypatch):
     regret = pytest.importorskip("certify.regret")
-    from certify import backends
+    from certify.mip import licensing
 
     def refuse(*a, **kw):
-        raise backends.LicenseLimitError("Gurobi's size-limited license refuses this model: 2400 variables > 2000")
+        raise licensing.LicenseLimitError("Gurobi's size-limited license refuses this model: 2400 variables > 2000")
 
     monkeypatch.setattr(regret, "certify_point", refuse)
     code = cli.main(["--ckpt", str(ckpt), "--points", "2", "--solver", "gurobi", "--out", str(tmp_path / "o")])

@@ -1,4 +1,4 @@
-"""certify.runs (resumable, parallel certification runs) and certify.report, with a fake certifier.
+"""certify.campaign (resumable, parallel certification runs) and certify.report, with a fake certifier.
 
 The fake ``certify_fn`` returns a deterministic function of the valuations, so results can be
 checked exactly; the real MIP core is exercised end to end in test_certify_cli.py.
@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from certify import report, runs
+from certify import campaign, report
 from jaxauction import checkpoints, mechanism, priors
 from jaxauction.mechanism import MechanismSpec
 
@@ -92,7 +92,7 @@ def lines(path):
 def run(ckpt, out, **kw):
     kw.setdefault("certify_fn", fake_certify)
     kw.setdefault("progress", False)
-    return runs.run_certification(ckpt, out, **kw)
+    return campaign.run_certification(ckpt, out, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,19 +101,19 @@ def run(ckpt, out, **kw):
 
 def test_sampling_is_deterministic_prefix_stable_and_in_support():
     prior = priors.per_item(2, [4.0, 4.0], [16.0, 7.0])
-    a = runs.sample_profiles(prior, 3, 5)
-    b = runs.sample_profiles(prior, 3, 12)
-    c = runs.sample_profiles(prior, 4, 5)
+    a = campaign.sample_profiles(prior, 3, 5)
+    b = campaign.sample_profiles(prior, 3, 12)
+    c = campaign.sample_profiles(prior, 4, 5)
     assert a.shape == (5, 2, 2) and b.shape == (12, 2, 2)
     np.testing.assert_array_equal(a, b[:5])
-    np.testing.assert_array_equal(a, runs.sample_profiles(prior, 3, 5))
+    np.testing.assert_array_equal(a, campaign.sample_profiles(prior, 3, 5))
     assert not np.allclose(a, c)
     lo, hi = prior.bounds()
     assert np.all(b >= lo) and np.all(b <= hi)
     assert len({tuple(p.ravel()) for p in b}) == 12  # distinct profiles
     # The documented keying, across a sampling block boundary: profile p uses fold_in(PRNGKey(seed), p).
-    big = runs.sample_profiles(prior, 3, runs.SAMPLE_BLOCK + 3)
-    for p in (0, 7, runs.SAMPLE_BLOCK + 1):
+    big = campaign.sample_profiles(prior, 3, campaign.SAMPLE_BLOCK + 3)
+    for p in (0, 7, campaign.SAMPLE_BLOCK + 1):
         want = prior.sample(jax.random.fold_in(jax.random.PRNGKey(3), p), 1)[0]
         np.testing.assert_array_equal(big[p], np.asarray(want, np.float64))
 
@@ -121,22 +121,22 @@ def test_sampling_is_deterministic_prefix_stable_and_in_support():
 def test_profiles_validation_names_the_offending_index(tmp_path):
     lo, hi = np.zeros((1, 2)), np.ones((1, 2))
     ok = [[[0.1, 0.2]], [[0.3, 1.0]]]
-    np.testing.assert_allclose(runs.validate_profiles(ok, 1, 2, lo, hi), np.asarray(ok))
-    with pytest.raises(runs.ProfileError, match=r"profile 1 has shape \(2,\)"):
-        runs.validate_profiles([[[0.1, 0.2]], [0.1, 0.2]], 1, 2, lo, hi)
-    with pytest.raises(runs.ProfileError, match=r"profile 2 value 1.5 for agent 0, item 1 is outside"):
-        runs.validate_profiles(ok + [[[0.5, 1.5]]], 1, 2, lo, hi)
-    with pytest.raises(runs.ProfileError, match="profile 0 contains NaN"):
-        runs.validate_profiles([[[float("nan"), 0.2]]], 1, 2, lo, hi)
-    with pytest.raises(runs.ProfileError, match="profile 0 is not a numeric"):
-        runs.validate_profiles([[["a", 0.2]]], 1, 2, lo, hi)
-    with pytest.raises(runs.ProfileError, match="expected a list"):
-        runs.validate_profiles({"x": 1}, 1, 2, lo, hi)
-    with pytest.raises(runs.ProfileError, match="does not exist"):
-        runs.read_profiles_file(tmp_path / "nope.json", 1, 2, lo, hi)
+    np.testing.assert_allclose(campaign.validate_profiles(ok, 1, 2, lo, hi), np.asarray(ok))
+    with pytest.raises(campaign.ProfileError, match=r"profile 1 has shape \(2,\)"):
+        campaign.validate_profiles([[[0.1, 0.2]], [0.1, 0.2]], 1, 2, lo, hi)
+    with pytest.raises(campaign.ProfileError, match=r"profile 2 value 1.5 for agent 0, item 1 is outside"):
+        campaign.validate_profiles(ok + [[[0.5, 1.5]]], 1, 2, lo, hi)
+    with pytest.raises(campaign.ProfileError, match="profile 0 contains NaN"):
+        campaign.validate_profiles([[[float("nan"), 0.2]]], 1, 2, lo, hi)
+    with pytest.raises(campaign.ProfileError, match="profile 0 is not a numeric"):
+        campaign.validate_profiles([[["a", 0.2]]], 1, 2, lo, hi)
+    with pytest.raises(campaign.ProfileError, match="expected a list"):
+        campaign.validate_profiles({"x": 1}, 1, 2, lo, hi)
+    with pytest.raises(campaign.ProfileError, match="does not exist"):
+        campaign.read_profiles_file(tmp_path / "nope.json", 1, 2, lo, hi)
     (tmp_path / "bad.json").write_text("[[[0.1, ")
-    with pytest.raises(runs.ProfileError, match="not readable JSON"):
-        runs.read_profiles_file(tmp_path / "bad.json", 1, 2, lo, hi)
+    with pytest.raises(campaign.ProfileError, match="not readable JSON"):
+        campaign.read_profiles_file(tmp_path / "bad.json", 1, 2, lo, hi)
 
 
 def test_profiles_file_is_used_verbatim(ckpt, tmp_path):
@@ -145,19 +145,19 @@ def test_profiles_file_is_used_verbatim(ckpt, tmp_path):
     f.write_text(json.dumps(prof))
     recs = run(ckpt, tmp_path / "out", profiles=str(f))
     assert [r["valuations"] for r in recs] == prof
-    assert json.loads((tmp_path / "out" / runs.MANIFEST).read_text())["profiles"]["kind"] == "file"
+    assert json.loads((tmp_path / "out" / campaign.MANIFEST).read_text())["profiles"]["kind"] == "file"
     (tmp_path / "wrong.json").write_text(json.dumps([[[0.1, 0.2], [0.3, 0.4]]]))
-    with pytest.raises(runs.ProfileError, match=r"profile 0 has shape \(2, 2\)"):
+    with pytest.raises(campaign.ProfileError, match=r"profile 0 has shape \(2, 2\)"):
         run(ckpt, tmp_path / "out2", profiles=str(tmp_path / "wrong.json"))
 
 
 def test_agent_index_out_of_range(ckpt22, tmp_path):
-    assert runs.parse_agents("all", 2) == [0, 1]
-    assert runs.parse_agents("1,0,1", 2) == [0, 1]
-    with pytest.raises(runs.RunError, match="agent index 2 out of range"):
+    assert campaign.parse_agents("all", 2) == [0, 1]
+    assert campaign.parse_agents("1,0,1", 2) == [0, 1]
+    with pytest.raises(campaign.RunError, match="agent index 2 out of range"):
         run(ckpt22, tmp_path / "out", agents="0,2", points=1)
-    with pytest.raises(runs.RunError, match="agents must be"):
-        runs.parse_agents("x", 2)
+    with pytest.raises(campaign.RunError, match="agents must be"):
+        campaign.parse_agents("x", 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,16 +167,16 @@ def test_agent_index_out_of_range(ckpt22, tmp_path):
 def test_results_lines_have_the_stable_keys_and_sampled_valuations(ckpt22, tmp_path):
     out = tmp_path / "out"
     recs = run(ckpt22, out, points=3, seed=5)
-    got = lines(out / runs.RESULTS)
+    got = lines(out / campaign.RESULTS)
     assert len(got) == 6 and {(r["point"], r["agent"]) for r in got} == {(p, a) for p in range(3) for a in range(2)}
     for r in got:
         assert set(REQUIRED) <= set(r), set(REQUIRED) - set(r)
     prior = priors.from_dict(None, 2, 2)
-    prof = runs.sample_profiles(prior, 5, 3)
+    prof = campaign.sample_profiles(prior, 5, 3)
     for r in recs:
         np.testing.assert_array_equal(r["valuations"], prof[r["point"]])
         assert r["regret_lower"] == pytest.approx(0.1 * prof[r["point"]][r["agent"], 0])
-    m = json.loads((out / runs.MANIFEST).read_text())
+    m = json.loads((out / campaign.MANIFEST).read_text())
     assert m["seed"] == 5 and m["setting"]["spec"]["n_agents"] == 2 and m["profiles"] == {"kind": "prior", "seed": 5}
 
 
@@ -186,20 +186,20 @@ def test_resume_skips_finished_pairs(ckpt, tmp_path):
     CALLS.clear()
     recs = run(ckpt, out, points=5)
     assert len(CALLS) == 2  # only the two new points
-    prof = runs.sample_profiles(priors.uniform(1, 2), 0, 5)
+    prof = campaign.sample_profiles(priors.uniform(1, 2), 0, 5)
     assert [c[0] for c in CALLS] == prof[3:].tolist()
-    got = lines(out / runs.RESULTS)
+    got = lines(out / campaign.RESULTS)
     assert sorted((r["point"], r["agent"]) for r in got) == [(p, 0) for p in range(5)]
     assert len(recs) == 5
     CALLS.clear()
     run(ckpt, out, points=5)
-    assert CALLS == [] and len(lines(out / runs.RESULTS)) == 5
+    assert CALLS == [] and len(lines(out / campaign.RESULTS)) == 5
 
 
 def test_torn_last_line_is_repaired_without_duplication(ckpt, tmp_path):
     out = tmp_path / "out"
     run(ckpt, out, points=4)
-    path = out / runs.RESULTS
+    path = out / campaign.RESULTS
     text = path.read_text()
     full = text.splitlines(keepends=True)
     # Simulate a kill in the middle of writing point 3: only half of its line reached the disk.
@@ -218,7 +218,7 @@ def test_torn_last_line_is_repaired_without_duplication(ckpt, tmp_path):
 def test_complete_last_line_without_newline_is_kept(ckpt, tmp_path):
     out = tmp_path / "out"
     run(ckpt, out, points=2)
-    path = out / runs.RESULTS
+    path = out / campaign.RESULTS
     path.write_text(path.read_text().rstrip("\n"))
     CALLS.clear()
     run(ckpt, out, points=3)
@@ -229,26 +229,26 @@ def test_complete_last_line_without_newline_is_kept(ckpt, tmp_path):
 def test_corrupt_middle_line_is_an_error(ckpt, tmp_path):
     out = tmp_path / "out"
     run(ckpt, out, points=3)
-    path = out / runs.RESULTS
+    path = out / campaign.RESULTS
     ls = path.read_text().splitlines()
     ls[1] = ls[1][:10]
     path.write_text("\n".join(ls) + "\n")
-    with pytest.raises(runs.ResultsError, match="line 2 is corrupt"):
+    with pytest.raises(campaign.ResultsError, match="line 2 is corrupt"):
         run(ckpt, out, points=3)
 
 
 def test_manifest_mismatch_is_refused(ckpt, tmp_path):
     out = tmp_path / "out"
     run(ckpt, out, points=2, seed=0)
-    with pytest.raises(runs.ManifestError, match="seed: 0 there vs 1 now"):
+    with pytest.raises(campaign.ManifestError, match="seed: 0 there vs 1 now"):
         run(ckpt, out, points=2, seed=1)
-    with pytest.raises(runs.ManifestError, match="time_limit"):
+    with pytest.raises(campaign.ManifestError, match="time_limit"):
         run(ckpt, out, points=2, seed=0, time_limit=5.0)
     other = save_ckpt(tmp_path / "other", seed=1)
-    with pytest.raises(runs.ManifestError, match="weights_sha256"):
+    with pytest.raises(campaign.ManifestError, match="weights_sha256"):
         run(other, out, points=2)
     wider = save_ckpt(tmp_path / "wider", prior={"name": "uniform", "low": 0.0, "high": 2.0})
-    with pytest.raises(runs.ManifestError, match="setting"):
+    with pytest.raises(campaign.ManifestError, match="setting"):
         run(wider, out, points=2)
     # The same weights from another path (a copied checkpoint) resume fine.
     import shutil
@@ -265,21 +265,21 @@ def test_manifest_mismatch_is_refused(ckpt, tmp_path):
 def test_errors_are_recorded_not_raised(ckpt, tmp_path):
     out = tmp_path / "out"
     recs = run(ckpt, out, points=6, certify_fn=failing_certify)
-    prof = runs.sample_profiles(priors.uniform(1, 2), 0, 6)
+    prof = campaign.sample_profiles(priors.uniform(1, 2), 0, 6)
     low = prof[:, 0, 0] < 0.5
     assert 0 < low.sum() < 6  # both kinds present with seed 0
     for r, is_low in zip(recs, low):
         assert (r["status"] == "error") == is_low
         if is_low:
             assert "ValueError: boom at a low value" in r["message"] and r["regret_upper"] is None
-    assert len(lines(out / runs.RESULTS)) == 6
+    assert len(lines(out / campaign.RESULTS)) == 6
 
 
 def test_fatal_error_aborts_and_records_nothing(ckpt, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(LicenseRefused, match="size-limited"):
         run(ckpt, out, points=2, certify_fn=license_certify)
-    assert not (out / runs.RESULTS).exists() or (out / runs.RESULTS).read_text() == ""
+    assert not (out / campaign.RESULTS).exists() or (out / campaign.RESULTS).read_text() == ""
 
 
 def test_a_directory_without_results_can_be_reused(ckpt, tmp_path):
@@ -288,14 +288,27 @@ def test_a_directory_without_results_can_be_reused(ckpt, tmp_path):
         run(ckpt, out, points=2, certify_fn=license_certify, solver="gurobi")
     recs = run(ckpt, out, points=2, solver="scip", seed=1)  # another solver and seed: fine, nothing to mix
     assert len(recs) == 2
-    assert json.loads((out / runs.MANIFEST).read_text())["solver"] == "scip"
+    assert json.loads((out / campaign.MANIFEST).read_text())["solver"] == "scip"
 
 
 def test_interrupted_solve_is_not_recorded(ckpt, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run(ckpt, out, points=2, certify_fn=interrupted_certify)
-    assert (out / runs.RESULTS).read_text() == ""
+    assert (out / campaign.RESULTS).read_text() == ""
+
+
+def test_executor_choices_and_a_missing_ray(ckpt, tmp_path, monkeypatch):
+    import sys
+
+    with pytest.raises(campaign.RunError, match="executor must be one of"):
+        run(ckpt, tmp_path / "o", points=1, executor="dask")
+    with pytest.raises(campaign.RunError, match="needs --executor ray"):
+        run(ckpt, tmp_path / "o", points=1, address="127.0.0.1:6379")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(campaign.RunError, match=r'needs Ray: pip install -e "\.\[ray\]"'):
+        run(ckpt, tmp_path / "o", points=1, executor="ray")
+    assert not (tmp_path / "o").exists()  # refused before any work
 
 
 def test_workers_give_the_same_results_as_serial(ckpt22, tmp_path):
@@ -303,7 +316,7 @@ def test_workers_give_the_same_results_as_serial(ckpt22, tmp_path):
     par = run(ckpt22, tmp_path / "b", points=4, workers=2)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]
     assert strip(par) == strip(serial)
-    got = lines(tmp_path / "b" / runs.RESULTS)
+    got = lines(tmp_path / "b" / campaign.RESULTS)
     assert len(got) == 8 and len({(r["point"], r["agent"]) for r in got}) == 8
 
 
@@ -346,8 +359,8 @@ def test_killing_the_parent_ends_its_workers(ckpt22, tmp_path, sig):
     import time
 
     out = tmp_path / "out"
-    code = ("import sys; sys.path.insert(0, %r); import test_certify_runs as t; from certify import runs; "
-            "runs.run_certification(%r, %r, points=4, workers=2, certify_fn=t.slow_certify, progress=False)"
+    code = ("import sys; sys.path.insert(0, %r); import test_certify_runs as t; from certify import campaign; "
+            "campaign.run_certification(%r, %r, points=4, workers=2, certify_fn=t.slow_certify, progress=False)"
             % (str(Path(__file__).parent), str(ckpt22), str(out)))
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
@@ -366,7 +379,7 @@ def test_killing_the_parent_ends_its_workers(ckpt22, tmp_path, sig):
             time.sleep(0.3)
             alive = [w for w in workers if _running(w)]
         assert alive == [], f"workers still running after {sig} to their parent: {alive}"
-        assert not (out / runs.RESULTS).exists() or (out / runs.RESULTS).read_text() == ""
+        assert not (out / campaign.RESULTS).exists() or (out / campaign.RESULTS).read_text() == ""
     finally:
         parent.kill()
 
@@ -387,7 +400,7 @@ def test_report_numbers_by_hand(tmp_path):
             _rec(2, 0, "optimal", 0.05, 0.06, 0.01, 3.0),
             _rec(3, 0, "time_limit", 0.5, 0.9, 0.4, 10.0),  # huge upper bound: must not count
             {**_rec(4, 0, "error", None, None, None, None), "message": "ValueError: x"}]
-    (tmp_path / runs.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / campaign.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in recs))
     rep = report.write_report(tmp_path)
     (row,) = rep["summary"]["rows"]
     assert row["agent"] == 0 and row["count"] == 5
@@ -413,7 +426,7 @@ def test_report_numbers_by_hand(tmp_path):
 def test_report_all_row_and_plots(tmp_path):
     v2, m2 = ((0.2, 0.3), (0.4, 0.5)), ((0.1, 0.3), (0.4, 0.5))
     recs = [_rec(0, 0, "optimal", 0.01, 0.01, 0.005, 1.0, v2, m2), _rec(0, 1, "optimal", 0.03, 0.03, 0.03, 1.0, v2, m2)]
-    (tmp_path / runs.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / campaign.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in recs))
     rep = report.write_report(tmp_path)
     rows = {r["agent"]: r for r in rep["summary"]["rows"]}
     assert set(rows) == {0, 1, "all"}
