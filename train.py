@@ -1,7 +1,7 @@
 """Train a mechanism: ``python train.py --config NAME_OR_PATH [--workdir DIR] [--set field=value ...] [--resume]``.
 
 NAME is a file in configs/ (``2x2`` or ``2x2.py``) or a path to a config file. The run goes to
-``runs/NAME`` unless ``--workdir`` says otherwise; see ``jaxauction/training.py`` for its contents.
+``runs/NAME`` unless ``--workdir`` says otherwise; see ``jaxauction/rundir.py`` for its contents.
 Config problems print one line and exit with status 2.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from jaxauction.checkpoints import CheckpointError
-    from jaxauction.config import ConfigError, apply_overrides, load_config, validate
+    from jaxauction.config import ConfigError, validate
+    from jaxauction.config_io import apply_overrides, load_config
 
     try:
         cfg = validate(apply_overrides(load_config(args.config), args.overrides))

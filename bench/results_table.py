@@ -14,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+from jaxauction.rundir import reproduce_command
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (name, setting, IR by construction, ReLU reg.) -> paper: solve s, revenue, emp. regret, cert. regret
@@ -60,23 +62,30 @@ def _f(x, fmt="{:.4f}"):
 
 def table1() -> str:
     out = ["| setting | IR | ReLU reg. | pairs proven | solve s mean (std) | revenue | emp. regret | emp. regret, 8 restarts "
-           "| cert. regret | emp./cert. | IR viol. rate | paper: solve s | paper: revenue | paper: emp. | paper: cert. |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| cert. regret (float32 & exact) | cert. regret (exact) | emp./cert. (exact) | IR viol. rate | paper: solve s "
+           "| paper: revenue | paper: emp. | paper: cert. |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, setting, ir, reg, paper in TABLE1:
         ev, row = _load(name)
         if ev is None:
-            out.append(f"| {setting} | {ir} | {reg} | not trained | | | | | | | | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
+            out.append(f"| {setting} | {ir} | {reg} | not trained | | | | | | | | | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
             continue
         cert = row["certified_regret"]["mean"] if row and row["proven"] else None
+        exact = _exact(row)
         st = row["solve_time_s"] if row else {}
-        ratio = ev["regret_mean"] / cert if cert else None
+        ratio = ev["regret_mean"] / exact if exact else None
         proven = f"{row['proven']}/{row['count']}" if row else "not certified"
         out.append(
             f"| {setting} (`{name}`) | {ir} | {reg} | {proven} | {_f(st.get('mean'), '{:.3f}')} ({_f(st.get('std'), '{:.3f}')}) "
             f"| {ev['revenue']:.4f} | {ev['regret_mean']:.5f} | {_f(ev.get('regret_restarts'), '{:.5f}')} "
-            f"| {_f(cert, '{:.5f}')} | {_f(ratio, '{:.2f}')} "
+            f"| {_f(cert, '{:.5f}')} | {_f(exact, '{:.5f}')} | {_f(ratio, '{:.2f}')} "
             f"| {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} | {paper[2]} | {paper[3]} |")
     return "\n".join(out)
+
+
+def _exact(row):
+    """Mean certified regret of the exact (real-arithmetic) function over the proven pairs."""
+    return ((row or {}).get("certified_regret_exact") or {}).get("mean") if row and row["proven"] else None
 
 
 def _unproven_bounds(row) -> str:
@@ -91,9 +100,10 @@ def _unproven_bounds(row) -> str:
 
 
 def table2() -> str:
-    out = ["| setting | pairs proven | solve s mean (std) | revenue | emp. regret | emp. regret, 8 restarts | cert. regret "
+    out = ["| setting | pairs proven | solve s mean (std) | revenue | emp. regret | emp. regret, 8 restarts "
+           "| cert. regret (float32 & exact) | cert. regret (exact) "
            "| not proven: mean bounds reached [lower, upper] | IR viol. rate | paper: solve s | paper: cert. regret |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, paper in TABLE2:
         ev, row = _load(name)
         if ev is None:
@@ -103,14 +113,14 @@ def table2() -> str:
         proven = f"{row['proven']}/{row['count']}" if row else "not certified"
         out.append(f"| {name} | {proven} | {_f(st.get('mean'), '{:.3f}')} ({_f(st.get('std'), '{:.3f}')}) | {ev['revenue']:.4f} "
                    f"| {ev['regret_mean']:.5f} | {_f(ev.get('regret_restarts'), '{:.5f}')} | {_f(cert, '{:.5f}')} "
-                   f"| {_unproven_bounds(row)} | {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} |")
+                   f"| {_f(_exact(row), '{:.5f}')} | {_unproven_bounds(row)} | {ev['ir_violation_rate']:.3f} | {paper[0]} | {paper[1]} |")
     return "\n".join(out)
 
 
 def table_planar() -> str:
     """The same profiles certified twice: by the MIP (results/NAME) and by ``--solver planar``."""
     out = ["| network | pairs proven (planar) | planar s per pair mean (std) | MIP solve s mean (results/NAME run) "
-           "| cert. regret | max \\|planar - MIP\\| upper bound | paper: solve s | planar vs paper |",
+           "| cert. regret (float32 & exact) | max \\|planar - MIP\\| exact upper bound | paper: solve s | planar vs paper |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, paper in PLANAR:
         _, row = _load(name + "_planar")
@@ -118,8 +128,9 @@ def table_planar() -> str:
         if row is None or mip is None:
             continue
         a, b = _records(name), _records(name + "_planar")
-        both = [k for k in b if k in a and a[k]["regret_upper"] is not None and b[k]["regret_upper"] is not None]
-        diff = max((abs(a[k]["regret_upper"] - b[k]["regret_upper"]) for k in both), default=None)
+        key = "regret_upper_exact"
+        both = [k for k in b if k in a and a[k].get(key) is not None and b[k].get(key) is not None]
+        diff = max((abs(a[k][key] - b[k][key]) for k in both), default=None)
         t, tm = row["solve_time_s"], mip["solve_time_s"]["mean"]
         out.append(f"| {name} | {row['proven']}/{row['count']} | {t['mean']:.4f} ({t['std']:.4f}) | {tm:.3f} "
                    f"| {_f(row['certified_regret']['mean'], '{:.5f}')} | {_f(diff, '{:.1e}')} "
@@ -138,33 +149,6 @@ HARDWARE.update({n: "one NVIDIA H200, shared with 9 other training runs (bench/g
                  for n in ("3x3", "3x10")})
 HARDWARE["2x2_distill"] = "the project's 2-core CPU, shared with another training run for most of the time (2026-11-26)"
 HARDWARE["3x2"] = "the project's 2-core CPU (2026-11-26)"
-
-
-def _fmt_value(v) -> str:
-    return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
-
-
-def reproduce_command(cfg: dict, steps_done: int | None = None) -> str:
-    """``python train.py --config NAME [--set field=value ...]`` giving the resolved ``cfg``: one
-    ``--set`` per field where the run differs from today's ``configs/NAME.py`` (the teacher path
-    becomes a placeholder: it names the run directory the teacher was trained in). A wall-clock
-    budget (``max_seconds``) that did not stop the run (``steps_done == steps``) is left out: on a
-    slower machine it would stop the rerun early."""
-    from jaxauction.config import Config, load_config
-
-    ref = load_config(cfg["name"]).to_dict()
-    cfg = Config.from_dict(cfg).to_dict()  # a field added since the run takes its (old) default
-    sets = []
-    for k, v in cfg.items():
-        if k == "name" or (k == "max_seconds" and steps_done is not None and steps_done >= cfg["steps"]):
-            continue
-        if k == "teacher":
-            if v:
-                sets.append("--set teacher=<teacher run>")
-            continue
-        if ref.get(k) != v:
-            sets.append(f"--set {k}={_fmt_value(v)}")
-    return " ".join([f"python train.py --config {cfg['name']}", *sets])
 
 
 def write_card(ckpt: Path) -> None:
@@ -193,9 +177,12 @@ def write_card(ckpt: Path) -> None:
                       f"mean {ev['regret_restarts']:.5f}"]
     if row:
         cr = row["certified_regret"]
-        lines += [f"- certified regret (results/{name}/, `bash bench/certify_all.sh`): mean {_f(cr.get('mean'), '{:.5f}')}, "
-                  f"max {_f(cr.get('max'), '{:.5f}')} over {row['proven']} proven of {row['count']} (profile, agent) pairs; "
-                  f"MIP solve time mean {row['solve_time_s']['mean']:.3f} s"]
+        ce = row.get("certified_regret_exact") or {}
+        lines += [f"- certified regret (results/{name}/, `bash bench/certify_all.sh`; float32 `mechanism.apply` and the "
+                  f"exact function): mean {_f(cr.get('mean'), '{:.5f}')}, max {_f(cr.get('max'), '{:.5f}')} over "
+                  f"{row['proven']} proven of {row['count']} (profile, agent) pairs; for the exact function alone: mean "
+                  f"{_f(ce.get('mean'), '{:.5f}')}, max {_f(ce.get('max'), '{:.5f}')} (mean rounding margin "
+                  f"{_f(row.get('margin_mean'), '{:.2g}')}); MIP solve time mean {row['solve_time_s']['mean']:.3f} s"]
         _, prow = _load(name + "_planar")
         if prow:
             lines += [f"- exact region enumeration (`--solver planar`, results/{name}_planar/): certified regret mean "

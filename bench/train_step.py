@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from jaxauction import training
-    from jaxauction.config import apply_overrides, load_config, validate
+    from jaxauction.config import validate
+    from jaxauction.config_io import apply_overrides, load_config
 
     cfg = apply_overrides(load_config(args.config), [f"batch_size={args.batch}", "misreport_restarts=0",
                                                      *args.overrides])

@@ -1,19 +1,11 @@
-"""Training configuration: one frozen, flat dataclass, Python config files, and ``field=value`` overrides.
+"""Training configuration: one frozen, flat dataclass and its validation.
 
-A config file (``configs/NAME.py``) defines ``get_config() -> Config``. Variants start from
-another file and change a few fields::
-
-    # configs/2x2_noreg.py
-    import dataclasses
-    from default import get_config as base     # configs/ is on sys.path while a config loads
-
-    def get_config():
-        return dataclasses.replace(base(), n_agents=2, stability_weight=0.0)
-
-``load_config("2x2")`` (or ``"2x2.py"``) reads ``configs/2x2.py`` of this repository; any other
-path to a ``.py`` file works too. ``apply_overrides(cfg, ["batch_size=512", "hidden=64,64"])``
-parses each value by the field's declared type; ``validate(cfg)`` rejects inconsistent settings.
-Every error is a :class:`ConfigError` whose message names the offending field.
+``Config()`` is the default setting (``configs/default.py`` returns it unchanged): 1 agent, 2
+items, U[0, 1] values, the paper's certifiable "architecture 2", with hyperparameters tuned for a
+2-core CPU (see ``configs/default.py`` for why each differs from the paper). Config files
+(``configs/NAME.py``, each a ``get_config() -> Config``) and ``field=value`` overrides are read by
+:mod:`jaxauction.config_io`; ``validate(cfg)`` rejects inconsistent settings. Every error is a
+:class:`ConfigError` whose message names the offending field.
 
 The training objective these fields parameterize (see ``lagrangian.py`` and ``training.py``)::
 
@@ -25,13 +17,10 @@ The training objective these fields parameterize (see ``lagrangian.py`` and ``tr
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import json
-import sys
 import types
 import typing
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from jaxauction.mechanism import ALLOCATIONS, PAYMENTS, MechanismSpec
 from jaxauction.priors import UniformPrior
@@ -40,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 PAYMENT_INITS = ("glorot", "nonneg")  # Config.payment_init
 BIAS_INITS = ("zeros", "uniform")  # Config.bias_init
 STABILITY_LOSSES = ("xiao", "margin")  # Config.stability_loss (jaxauction.bounds.STABILITY_LOSSES)
-CONFIG_DIR = REPO / "configs"
 
 
 class ConfigError(ValueError):
@@ -51,8 +39,11 @@ class ConfigError(ValueError):
 class Config:
     """Everything that determines a training run (a run is reproducible from this and the code).
 
+    The defaults are the one default setting of the project (``configs/default.py`` returns
+    ``Config()``, and explains why its tuned values differ from the paper's, noted per field below).
+
     Setting:
-      name: config name (set by :func:`load_config` to the file's stem; names the default run dir).
+      name: config name (set by ``config_io.load_config`` to the file's stem; names the default run dir).
       n_agents: N, number of bidders.
       n_items: M, number of items (additive valuations).
       prior_low: lower value bound per item (length M), or one number for every item.
@@ -156,17 +147,17 @@ class Config:
     seed: int = 0
     num_examples: int = 640000
     batch_size: int = 4096
-    steps: int = 3000
+    steps: int = 1000
     lr: float = 0.001
-    lr_decay_to: float = 1.0
+    lr_decay_to: float = 0.1
     # misreports
     misreport_steps: int = 25
     misreport_lr: float = 0.02
     warm_start: bool = True
-    misreport_restarts: int = 0
+    misreport_restarts: int = 2
     # augmented Lagrangian (regret)
     lambda_init: float = 5.0
-    rho: float = 1.0
+    rho: float = 30.0
     rho_increment: float = 0.0
     rho_every: int = 5
     lagrange_every: int = 6
@@ -186,10 +177,10 @@ class Config:
     distill_weight: float = 1.0
     # logging, evaluation, checkpoints
     log_every: int = 50
-    eval_every: int = 0
-    eval_points: int = 2000
-    eval_misreport_steps: int = 200
-    checkpoint_every: int = 500
+    eval_every: int = 250
+    eval_points: int = 1000
+    eval_misreport_steps: int = 1000
+    checkpoint_every: int = 250
     final_eval_points: int = 10000
     final_eval_steps: int = 1000
     max_seconds: float = 0.0
@@ -214,16 +205,26 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`.
+
+        A field absent from ``d`` (a ``config.json`` written before the field existed) takes the
+        value such a run was trained with, :data:`ABSENT_FIELD_VALUES`, else its default.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}")
         hints = typing.get_type_hints(cls)
-        kw = {}
+        kw = {k: v for k, v in ABSENT_FIELD_VALUES.items() if k not in d}
         for k, v in d.items():
-            kw[k] = tuple(v) if _is_tuple(hints[k]) and v is not None else v
+            kw[k] = tuple(v) if is_tuple_type(hints[k]) and v is not None else v
         return cls(**kw)
+
+
+# Fields added after the first runs were written, with the behaviour of the code before each
+# existed: what a config.json without the field was trained with (Config.from_dict).
+ABSENT_FIELD_VALUES = {"misreport_restarts": 0, "payment_init": "glorot", "bias_init": "zeros",
+                       "stability_loss": "xiao"}
 
 
 def _per_item(cfg: Config, name: str) -> list[float]:
@@ -235,124 +236,20 @@ def _per_item(cfg: Config, name: str) -> list[float]:
     return vals
 
 
-# ---- loading -------------------------------------------------------------------------------
+# ---- field types ---------------------------------------------------------------------------
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
-    """``"2x2"``/``"2x2.py"`` -> ``configs/2x2.py`` of this repo; an existing file path as is."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p.resolve()
-    stem = p.name[:-3] if p.name.endswith(".py") else p.name
-    if len(p.parts) == 1:
-        cand = CONFIG_DIR / f"{stem}.py"
-        if cand.is_file():
-            return cand
-        avail = sorted(f.stem for f in CONFIG_DIR.glob("*.py"))
-        raise ConfigError(f"config {str(name_or_path)!r}: no such file, and no {cand}; available: {avail}")
-    raise ConfigError(f"config {str(name_or_path)!r}: no such file")
-
-
-def load_config(name_or_path: str | Path) -> Config:
-    """Load ``get_config()`` from a config file (see :func:`resolve_config_path`).
-
-    The file's directory is on ``sys.path`` while it runs, so a variant can
-    ``from default import get_config as base``; modules imported that way are dropped afterwards
-    so files from different directories never shadow each other. The returned config's ``name``
-    is the file's stem.
-    """
-    path = resolve_config_path(name_or_path)
-    before = set(sys.modules)
-    sys.path.insert(0, str(path.parent))
-    try:
-        mod_name = f"_jaxauction_config_{abs(hash(str(path)))}"
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-            if not hasattr(module, "get_config"):
-                raise ConfigError(f"config {path}: defines no get_config()")
-            cfg = module.get_config()
-        except ConfigError:
-            raise
-        except Exception as e:  # a broken config file: say which one
-            raise ConfigError(f"config {path}: {type(e).__name__}: {e}") from e
-    finally:
-        sys.path.remove(str(path.parent))
-        for k in set(sys.modules) - before:
-            f = getattr(sys.modules[k], "__file__", None) or ""
-            if k.startswith("_jaxauction_config_") or Path(f).parent == path.parent:
-                del sys.modules[k]
-    if not isinstance(cfg, Config):
-        raise ConfigError(f"config {path}: get_config() returned {type(cfg).__name__}, not Config")
-    return dataclasses.replace(cfg, name=path.stem)
-
-
-# ---- overrides -----------------------------------------------------------------------------
-
-def _is_tuple(tp) -> bool:
+def is_tuple_type(tp) -> bool:
+    """``tuple[X, ...]``?"""
     return typing.get_origin(tp) is tuple
 
 
-def _optional_inner(tp):
+def optional_inner(tp):
     """``Optional[X]`` -> X, else None."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1 and len(typing.get_args(tp)) == 2:
             return args[0]
     return None
-
-
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
-def _parse_scalar(field: str, tp, text: str):
-    text = text.strip()
-    try:
-        if tp is bool:
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError("expected true/false")
-        if tp is int:
-            return int(text)
-        if tp is float:
-            return float(text)
-        if tp is str:
-            return text
-    except ValueError as e:
-        raise ConfigError(f"{field}: cannot parse {text!r} as {tp.__name__} ({e})") from None
-    raise ConfigError(f"{field}: unsupported field type {tp}")
-
-
-def parse_value(field: str, tp, text: str):
-    """Parse ``text`` as a value of type ``tp`` (int, float, bool, str, Optional[X], tuple[X, ...])."""
-    inner = _optional_inner(tp)
-    if inner is not None:
-        return None if text.strip().lower() in ("none", "null", "") else parse_value(field, inner, text)
-    if _is_tuple(tp):
-        elem = typing.get_args(tp)[0]
-        parts = [s for s in text.replace("(", "").replace(")", "").split(",") if s.strip()]
-        if not parts:
-            raise ConfigError(f"{field}: expected a comma-separated list of {elem.__name__}, got {text!r}")
-        return tuple(_parse_scalar(field, elem, s) for s in parts)
-    return _parse_scalar(field, tp, text)
-
-
-def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
-    """Apply ``["field=value", ...]``; values are parsed by the field's type (tuples: ``a,b,c``)."""
-    hints = typing.get_type_hints(Config)
-    changes = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected field=value")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if key not in hints:
-            near = [f for f in hints if key.lower() in f or f in key.lower()]
-            raise ConfigError(f"{key}: unknown config field" + (f" (did you mean {near}?)" if near else ""))
-        changes[key] = parse_value(key, hints[key], text)
-    return dataclasses.replace(cfg, **changes)
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -375,12 +272,12 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(Config):
         v, tp = getattr(cfg, f.name), hints[f.name]
-        inner = _optional_inner(tp)
+        inner = optional_inner(tp)
         if inner is not None:
             if v is None:
                 continue
             tp = inner
-        if _is_tuple(tp):
+        if is_tuple_type(tp):
             elem = typing.get_args(tp)[0]
             ok = isinstance(v, tuple) and len(v) > 0 and all(
                 isinstance(x, elem) or (elem is float and isinstance(x, int) and not isinstance(x, bool)) for x in v)
@@ -442,6 +339,3 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
                           f"the shipped *_distill/NxM configs name their *_teacher run in runs/)")
     return cfg
 
-
-def to_json(cfg: Config) -> str:
-    return json.dumps(cfg.to_dict(), indent=1)

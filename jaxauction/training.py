@@ -24,19 +24,17 @@ The step is one jitted function (``chex.assert_max_traces`` guards against retra
 returns a finiteness flag; a NaN/inf in the loss or the new parameters stops training with
 :class:`TrainingDiverged`, leaving the last good checkpoint untouched.
 
-A run directory holds ``config.json`` (the resolved config), ``metrics.jsonl`` (one JSON object
-per logged step), ``checkpoint/`` (the mechanism, via ``checkpoints.save_mechanism``: what
-certification and evaluation read), ``state.npz`` + ``state.json`` (everything needed to resume:
-parameters, Adam state, multipliers, stored misreports, rng, step), and ``final_eval.json``.
-Batches are a deterministic function of ``(seed, step)`` (a fresh permutation of the fixed
-training set per epoch), so ``resume`` reproduces the uninterrupted trajectory exactly.
+:func:`train_and_evaluate` writes a run directory (``config.json``, ``metrics.jsonl``,
+``checkpoint/``, the resumable ``state.npz`` + ``state.json``, ``final_eval.json``; see
+:mod:`jaxauction.rundir`). Batches are a deterministic function of ``(seed, step)`` (a fresh
+permutation of the fixed training set per epoch), so ``resume`` reproduces the uninterrupted
+trajectory exactly.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
@@ -47,21 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxauction import auction, bounds, checkpoints, evaluate, lagrangian, mechanism, misreport
-
-from jaxauction.config import Config, ConfigError, resolve_teacher, validate
+from jaxauction import auction, bounds, checkpoints, evaluate, lagrangian, mechanism, misreport, rundir
+from jaxauction.config import Config, resolve_teacher, validate
 from jaxauction.mechanism import MechanismSpec, Params
 from jaxauction.priors import UniformPrior
-
-STATE_NPZ, STATE_JSON = "state.npz", "state.json"
-CONFIG_JSON, METRICS = "config.json", "metrics.jsonl"
-CHECKPOINT_DIR, FINAL_EVAL = "checkpoint", "final_eval.json"
-
-# Fields that may differ between a run directory's config and the config passed with resume=True
-# (a changed ``steps`` also stretches the lr schedule when lr_decay_to < 1).
-RESUME_MUTABLE = frozenset({"name", "steps", "log_every", "eval_every", "eval_points", "eval_misreport_steps",
-                            "checkpoint_every", "final_eval_points", "final_eval_steps",
-                            "max_seconds"})
 
 
 class TrainingDiverged(RuntimeError):
@@ -322,92 +309,7 @@ def load_teacher(cfg: Config, setup: Setup) -> tuple[Optional[Params], Optional[
     return jax.tree_util.tree_map(jnp.asarray, params), spec
 
 
-# ---- run directory ------------------------------------------------------------------------------
-
-def save_state(workdir: Path, state: TrainState, elapsed: float, cfg: Config) -> None:
-    """Atomically write state.npz (all arrays) then state.json (step and bookkeeping)."""
-    host = jax.device_get(state)
-    arrays = checkpoints.flatten_tree({"params": host.params, "opt_state": host.opt_state,
-                                       "lagr": host.lagr._asdict(), "misreports": host.misreports,
-                                       "rng": host.rng, "step": host.step})
-    checkpoints.atomic_savez(workdir / STATE_NPZ, arrays)
-    checkpoints.atomic_write_text(workdir / STATE_JSON, json.dumps(
-        {"step": int(host.step), "elapsed_s": elapsed, "config": cfg.name}, indent=1))
-
-
-def load_state(workdir: Path, template: TrainState) -> tuple[TrainState, float]:
-    """Read state.npz into the structure of ``template`` (shapes must match the config)."""
-    arrays = checkpoints._read_npz(workdir / STATE_NPZ)
-    tmpl = {"params": template.params, "opt_state": template.opt_state, "lagr": template.lagr._asdict(),
-            "misreports": template.misreports, "rng": template.rng, "step": template.step}
-    t = checkpoints.unflatten_like(jax.device_get(tmpl), arrays, what=f"training state {workdir / STATE_NPZ}")
-    meta = checkpoints._read_json(workdir / STATE_JSON) if (workdir / STATE_JSON).exists() else {}
-    state = TrainState(jnp.asarray(t["step"]), jax.tree_util.tree_map(jnp.asarray, t["params"]),
-                       jax.tree_util.tree_map(jnp.asarray, t["opt_state"]),
-                       lagrangian.LagrangianState(**{k: jnp.asarray(v) for k, v in t["lagr"].items()}),
-                       jnp.asarray(t["misreports"]), jnp.asarray(t["rng"]))
-    return state, float(meta.get("elapsed_s", 0.0))
-
-
-def save_checkpoint(workdir: Path, cfg: Config, setup: Setup, state: TrainState) -> None:
-    params = jax.device_get(state.params)
-    checkpoints.save_mechanism(workdir / CHECKPOINT_DIR, params, setup.spec, setup.prior.to_dict(),
-                               meta={"step": int(state.step), "config": cfg.name})
-
-
-def _check_resume_config(workdir: Path, cfg: Config) -> None:
-    try:
-        old = Config.from_dict(checkpoints._read_json(workdir / CONFIG_JSON))
-    except (checkpoints.CheckpointError, ConfigError, TypeError) as e:
-        raise ConfigError(f"resume: cannot read {workdir / CONFIG_JSON}: {e}") from None
-    diff = [f.name for f in dataclasses.fields(Config)
-            if f.name not in RESUME_MUTABLE and getattr(old, f.name) != getattr(cfg, f.name)]
-    if diff:
-        pairs = ", ".join(f"{k}: run has {getattr(old, k)!r}, config has {getattr(cfg, k)!r}" for k in diff)
-        raise ConfigError(f"resume: {workdir} was trained with a different config ({pairs})")
-
-
-def _truncate_metrics(path: Path, max_step: int) -> None:
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= max_step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-    checkpoints.atomic_write_text(path, "".join(l + "\n" for l in keep))
-
-
-def _metrics_row(step: int, m: dict, elapsed: float, epoch: float) -> dict:
-    m = jax.device_get(m)
-    regret = np.asarray(m["regret"])
-    return {"step": step, "epoch": round(epoch, 4), "seconds": round(elapsed, 3),
-            "revenue": float(m["revenue"]), "regret_mean": float(regret.mean()),
-            "regret_max": float(m["regret_max"]), "regret": regret.tolist(),
-            "lambda": np.asarray(m["lam"]).tolist(), "rho": float(m["rho"]),
-            "ir_mean": float(np.mean(m["ir"])), "ir": np.asarray(m["ir"]).tolist(),
-            "mu": np.asarray(m["mu"]).tolist(), "rho_ir": float(m["rho_ir"]),
-            "reg_loss": float(m["stability"]), "distill_loss": float(m["distill"])}
-
-
-def prepare_workdir(workdir: Path, cfg: Config, *, resume: bool, overwrite: bool) -> bool:
-    """Create/guard the run directory. Returns True when there is a state to resume from."""
-    workdir = Path(workdir)
-    has_run = any((workdir / f).exists() for f in (CONFIG_JSON, METRICS, STATE_NPZ, CHECKPOINT_DIR))
-    if resume and (workdir / STATE_NPZ).exists():
-        _check_resume_config(workdir, cfg)
-        return True
-    if has_run and not resume and not overwrite:
-        raise FileExistsError(f"{workdir} already holds a run; pass resume=True (--resume) to continue it "
-                              f"or overwrite=True (--overwrite) to start over")
-    workdir.mkdir(parents=True, exist_ok=True)
-    for f in (METRICS, STATE_NPZ, STATE_JSON, FINAL_EVAL):
-        (workdir / f).unlink(missing_ok=True)
-    shutil.rmtree(workdir / CHECKPOINT_DIR, ignore_errors=True)  # never leave another run's mechanism
-    return False
-
+# ---- the loop -------------------------------------------------------------------------------------
 
 def train_and_evaluate(config: Config, workdir: str | Path, *, resume: bool = False, overwrite: bool = False,
                        progress: bool = True) -> TrainState:
@@ -417,7 +319,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, resume: bool = Fa
       config: a validated (or to-be-validated) :class:`Config`.
       workdir: run directory (created). An existing run is refused unless ``resume`` or ``overwrite``.
       resume: continue from ``workdir/state.npz`` (same trajectory as an uninterrupted run; only the
-        fields in ``RESUME_MUTABLE``, e.g. ``steps``, may change). Without a saved state it starts fresh.
+        fields in ``rundir.RESUME_MUTABLE``, e.g. ``steps``, may change). Without a saved state it starts fresh.
       overwrite: discard an existing run in ``workdir``.
       progress: show a tqdm progress bar.
 
@@ -436,15 +338,15 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, resume: bool = Fa
     workdir = Path(workdir)
     setup = make_setup(cfg)
     teacher_params, teacher_spec = load_teacher(cfg, setup)
-    resuming = prepare_workdir(workdir, cfg, resume=resume, overwrite=overwrite)
+    resuming = rundir.prepare_workdir(workdir, cfg, resume=resume, overwrite=overwrite)
 
     data = training_data(cfg, setup)
     state = init_state(cfg, setup, data)
     elapsed = 0.0
     if resuming:
-        state, elapsed = load_state(workdir, state)
-        _truncate_metrics(workdir / METRICS, int(state.step))
-    checkpoints.atomic_write_text(workdir / CONFIG_JSON, json.dumps(cfg.to_dict(), indent=1))
+        state, elapsed = rundir.load_state(workdir, state)
+        rundir.truncate_metrics(workdir / rundir.METRICS, int(state.step))
+    rundir.write_config(workdir, cfg)
 
     step_fn = make_train_step(cfg, teacher_spec)
     per_epoch = cfg.num_examples // cfg.batch_size
@@ -453,19 +355,19 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, resume: bool = Fa
     t0 = time.perf_counter() - elapsed
     last_saved = start
     try:
-        with open(workdir / METRICS, "a") as log:
+        with open(workdir / rundir.METRICS, "a") as log:
             for s in range(start, cfg.steps):
                 idx = batch_indices(cfg.seed, s, cfg.num_examples, cfg.batch_size)
                 state, m = step_fn(state, data, jnp.asarray(idx), teacher_params)
                 if not bool(m["finite"]):
                     raise TrainingDiverged(
                         f"non-finite loss or parameters at step {s + 1} (lr={cfg.lr}); training stopped. "
-                        f"The last good checkpoint (step {last_saved}) is in {workdir / CHECKPOINT_DIR}"
+                        f"The last good checkpoint (step {last_saved}) is in {workdir / rundir.CHECKPOINT_DIR}"
                         + ("" if last_saved else " (none was saved yet)"))
                 done = s + 1
                 bar.update(1)
                 if done % cfg.log_every == 0 or done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0):
-                    row = _metrics_row(done, m, time.perf_counter() - t0, done / per_epoch)
+                    row = rundir.metrics_row(done, m, time.perf_counter() - t0, done / per_epoch)
                     if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                         row["eval"] = run_evaluation(cfg, setup, state.params, points=cfg.eval_points,
                                                      steps=cfg.eval_misreport_steps, seed=PERIODIC_EVAL_SEED)
@@ -474,19 +376,19 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, resume: bool = Fa
                     bar.set_postfix({"rev": f"{row['revenue']:.4f}", "rgt": f"{row['regret_mean']:.2e}",
                                      "lam": f"{np.mean(row['lambda']):.2f}"}, refresh=False)
                 if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                    save_checkpoint(workdir, cfg, setup, state)
-                    save_state(workdir, state, time.perf_counter() - t0, cfg)
+                    rundir.save_checkpoint(workdir, cfg, setup, state)
+                    rundir.save_state(workdir, state, time.perf_counter() - t0, cfg)
                     last_saved = done
                 if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
                     bar.write(f"{cfg.name}: training budget max_seconds={cfg.max_seconds:g} spent at step {done}")
                     break
     finally:
         bar.close()
-    if int(state.step) > last_saved or not (workdir / CHECKPOINT_DIR).exists():
-        save_checkpoint(workdir, cfg, setup, state)
-        save_state(workdir, state, time.perf_counter() - t0, cfg)
+    if int(state.step) > last_saved or not (workdir / rundir.CHECKPOINT_DIR).exists():
+        rundir.save_checkpoint(workdir, cfg, setup, state)
+        rundir.save_state(workdir, state, time.perf_counter() - t0, cfg)
     result = run_evaluation(cfg, setup, jax.device_get(state.params), points=cfg.final_eval_points,
                             steps=cfg.final_eval_steps, seed=FINAL_EVAL_SEED)
     result.update(step=int(state.step), train_seconds=round(time.perf_counter() - t0, 2), config=cfg.name)
-    checkpoints.atomic_write_text(workdir / FINAL_EVAL, json.dumps(result, indent=1))
+    rundir.write_final_eval(workdir, result)
     return state

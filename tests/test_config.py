@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from jaxauction.config import CONFIG_DIR, Config, ConfigError, apply_overrides, load_config, validate
+from jaxauction.config import Config, ConfigError, validate
+from jaxauction.config_io import CONFIG_DIR, apply_overrides, load_config
 
 
 def test_load_by_name_file_and_path_agree():
@@ -121,3 +122,24 @@ def test_config_with_bad_field_names_file_and_field(tmp_path):
         "def get_config():\n    return dataclasses.replace(Config(), n_agent=2)\n")
     with pytest.raises(ConfigError, match="typo.py.*n_agent"):
         load_config(tmp_path / "typo.py")
+
+
+def test_one_set_of_defaults():
+    """``Config()`` is the default setting: configs/default.py (and 1x2.py, which is it) return it
+    unchanged, so the defaults are written down once."""
+    assert load_config("default") == dataclasses.replace(Config(), name="default")
+    assert load_config("1x2") == dataclasses.replace(Config(), name="1x2")
+    validate(Config())
+
+
+def test_absent_fields_take_the_value_old_runs_were_trained_with():
+    """A config.json written before a field existed was trained with the code's behaviour then
+    (no misreport restarts, Glorot payments, zero biases, the Xiao loss), not today's default."""
+    from jaxauction.config import ABSENT_FIELD_VALUES
+
+    assert set(ABSENT_FIELD_VALUES) <= {f.name for f in dataclasses.fields(Config)}
+    old = {k: v for k, v in Config().to_dict().items() if k not in ABSENT_FIELD_VALUES}
+    cfg = Config.from_dict(old)
+    assert {k: getattr(cfg, k) for k in ABSENT_FIELD_VALUES} == ABSENT_FIELD_VALUES
+    assert Config().misreport_restarts == 2 and cfg.misreport_restarts == 0
+    assert Config.from_dict(Config().to_dict()) == Config()  # present fields always win

@@ -169,7 +169,7 @@ def test_worst_profiles_are_the_largest_regrets_worst_first():
 
 
 def test_cli_worst_out_writes_a_profiles_file_certify_reads(ckpt, tmp_path, capsys):
-    from certify.runs import read_profiles_file
+    from certify.campaign.profiles import read_profiles_file
 
     d, params, spec, prior = ckpt
     out = tmp_path / "worst.json"

@@ -150,17 +150,38 @@ def test_stays_inside_a_non_unit_box():
     assert np.all(np.asarray(rgt) >= 0)
 
 
+def _same_search(params, spec, vals, x, y, tol=1e-5):
+    """(B, N): on which (profile, agent) pairs two searches found the same misreport (every item
+    within ``tol``) and the same deviation utility (within ``tol``).
+
+    PGD in float32 is not bitwise reproducible across batch shapes or CPUs (XLA promises no
+    summation order), and a last-ulp difference can put one trajectory on the other side of a
+    ReLU/sparsemax kink or of the box's face, where it ends up ~1e-4 away (seen on an Intel Xeon:
+    1 pair of 128). A real mix-up of rows (misaligned chunks, padding leaking in, agents swapped or
+    coupled) changes most pairs."""
+    x, y = np.asarray(x), np.asarray(y)
+    same_bid = np.max(np.abs(x - y), axis=-1) <= tol
+    same_u = np.abs(np.asarray(dev_u(params, spec, vals, jnp.asarray(x)) - dev_u(params, spec, vals, jnp.asarray(y)))) <= tol
+    return same_bid & same_u
+
+
 def test_agents_are_independent_and_chunking_is_exact():
+    """Agent 0's search ignores agent 1's start, and chunking the batch (3 chunks of 22, the last
+    padded) is the same search: equal up to float32 reproducibility (see :func:`_same_search`)."""
     spec = SPECS_2x3[0]
     params = random_params(spec, 5)
     vals = uniform(6, (B, 2, 3))
     init_b = vals.at[:, 1].set(0.5)  # same row 0, different row 1
     a = misreport.pgd(params, spec, vals, vals, *BOX01, steps=STEPS, lr=0.2)
     b = misreport.pgd(params, spec, vals, init_b, *BOX01, steps=STEPS, lr=0.2)
-    np.testing.assert_array_equal(a[:, 0], b[:, 0])  # agent 0's search ignores agent 1's misreport
-    assert not np.allclose(a[:, 1], b[:, 1])
-    c = misreport.pgd(params, spec, vals, vals, *BOX01, steps=STEPS, lr=0.2, chunk=24)  # 3 chunks of 22
-    np.testing.assert_allclose(c, a, atol=1e-6)
+    same = _same_search(params, spec, vals, a, b)
+    assert same[:, 0].mean() >= 0.95  # agent 0's search ignores agent 1's misreport
+    assert same[:, 1].mean() < 0.5  # while agent 1's searches did differ
+    c = misreport.pgd(params, spec, vals, vals, *BOX01, steps=STEPS, lr=0.2, chunk=24)
+    assert _same_search(params, spec, vals, c, a).mean() >= 0.95
+    # the criterion catches the bugs chunking could have: rows off by one, agents swapped
+    assert _same_search(params, spec, vals, np.roll(np.asarray(a), 1, axis=0), a).mean() < 0.5
+    assert _same_search(params, spec, vals, np.asarray(a)[:, ::-1], a).mean() < 0.5
 
 
 def test_no_retracing_for_same_shapes():
@@ -277,10 +298,15 @@ def test_best_of_picks_the_highest_deviation_utility_per_agent():
     vals = uniform(0, (6, 2, 3))
     cands = uniform(1, (4, 6, 2, 3))
     best = np.asarray(misreport.best_of(params, spec, vals, cands))
+    # utilities of each candidate alone: another batch shape than best_of's, so equal only up to
+    # float32 rounding; the pick is checked exactly where the winner leads by more than that
     u = np.stack([np.asarray(dev_u(params, spec, vals, c)) for c in cands])  # (R, B, N)
     r = u.argmax(axis=0)
+    lead = np.sort(u, axis=0)[-1] - np.sort(u, axis=0)[-2]
+    assert np.mean(lead > 1e-5) > 0.9
     for b in range(6):
         for i in range(2):
-            np.testing.assert_array_equal(best[b, i], np.asarray(cands)[r[b, i], b, i])
+            if lead[b, i] > 1e-5:
+                np.testing.assert_array_equal(best[b, i], np.asarray(cands)[r[b, i], b, i])
     # and never below any candidate, in particular the first (truthful-start) one
-    assert np.all(np.asarray(dev_u(params, spec, vals, jnp.asarray(best))) >= u.max(axis=0) - 1e-7)
+    assert np.all(np.asarray(dev_u(params, spec, vals, jnp.asarray(best))) >= u.max(axis=0) - 1e-6)

@@ -12,8 +12,9 @@ from jaxauction import auction, checkpoints, evaluate, mechanism, misreport, tra
 from jaxauction.config import REPO, Config, ConfigError, validate
 
 TINY = Config(name="tiny", n_agents=1, n_items=2, hidden=(16, 16), batch_size=256, num_examples=2048, steps=100,
-              lr=0.01, lr_decay_to=0.5, misreport_steps=10, log_every=10, eval_every=50, eval_points=256,
-              eval_misreport_steps=20, checkpoint_every=10, final_eval_points=512, final_eval_steps=50)
+              lr=0.01, lr_decay_to=0.5, misreport_steps=10, misreport_restarts=0, rho=1.0, log_every=10,
+              eval_every=50, eval_points=256, eval_misreport_steps=20, checkpoint_every=10, final_eval_points=512,
+              final_eval_steps=50)
 
 METRIC_KEYS = {"step", "epoch", "seconds", "revenue", "regret_mean", "regret_max", "regret", "lambda", "rho",
                "ir_mean", "ir", "mu", "rho_ir", "reg_loss", "distill_loss"}

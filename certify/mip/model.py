@@ -191,36 +191,45 @@ class Model:
                 "quadratic": self.n_quadratic, "sos1": self.n_sos}
 
     def matrix(self):
-        """All linear rows as ``(csr (R, n_vars), sense (R,), rhs (R,))``; duplicates summed."""
+        """All linear rows as ``(csr (R, n_vars), sense (R,), rhs (R,))``; duplicates summed (built
+        once per model size: rows recorded later rebuild it)."""
         import scipy.sparse as sp
 
+        key = (self.n_linear, self.n_vars)
+        cached = getattr(self, "_matrix", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)
         a = sp.csr_matrix((cat(self.lin_vals, np.float64), (cat(self.lin_rows, np.int64), cat(self.lin_cols, np.int64))),
                           shape=(self.n_linear, self.n_vars))
         a.sum_duplicates()
-        return a, cat(self.lin_sense, "<U1"), cat(self.lin_rhs, np.float64)
+        out = (a, cat(self.lin_sense, "<U1"), cat(self.lin_rhs, np.float64))
+        self._matrix = (key, out)
+        return out
 
     def violation(self, values) -> float:
         """Largest violation of any recorded linear row, variable bound or bilinear equality by the
-        assignment ``values`` (n_vars,), relative to the row's magnitude ``1 + sum |a_k x_k|``."""
-        x = np.asarray(values, np.float64)
+        assignments ``values`` ((n_vars,) or (K, n_vars)), relative to the row's magnitude
+        ``1 + sum |a_k x_k| + |rhs|``."""
+        x = np.atleast_2d(np.asarray(values, np.float64)).T          # (n_vars, K)
         a, sense, rhs = self.matrix()
         ax = a @ x
-        scale = 1.0 + abs(a) @ np.abs(x) + np.abs(rhs)
-        r = np.where(sense == "<", ax - rhs, np.where(sense == ">", rhs - ax, np.abs(ax - rhs)))
-        worst = float(np.max(np.maximum(r, 0.0) / scale)) if len(r) else 0.0
+        scale = 1.0 + abs(a) @ np.abs(x) + np.abs(rhs)[:, None]
+        r = rhs[:, None]
+        r = np.where((sense == "<")[:, None], ax - r, np.where((sense == ">")[:, None], r - ax, np.abs(ax - r)))
+        worst = float(np.max(np.maximum(r, 0.0) / scale)) if r.size else 0.0
         if self.n_vars:
-            lb, ub = np.concatenate(self._lb), np.concatenate(self._ub)
+            lb, ub = np.concatenate(self._lb)[:, None], np.concatenate(self._ub)[:, None]
             out = np.maximum(lb - x, 0.0) + np.maximum(x - ub, 0.0)
             worst = max(worst, float(np.max(out / (1.0 + np.abs(x)))))
         for _, o, p, q in self.bilinear:
-            worst = max(worst, abs(x[o] - x[p] * x[q]) / (1.0 + abs(x[o]) + abs(x[p] * x[q])))
+            worst = max(worst, float(np.max(np.abs(x[o] - x[p] * x[q]) / (1.0 + np.abs(x[o]) + np.abs(x[p] * x[q])))))
         return worst
 
     def to(self, cls: type) -> "Model":
         """The same recorded model on another backend class (shares the recorded arrays)."""
         new = cls()
-        skip = {"_loaded", "_solver", "_vars", "_x"}
+        skip = {"_loaded", "_solver", "_vars", "_x", "_matrix"}
         new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in skip})
         return new
 

@@ -295,10 +295,8 @@ class Search:
             pts += list(box.lo + grid * (box.hi - box.lo))
         if box.holds(self.inc_b):
             pts.append(np.clip(self.inc_b, box.lo, box.hi))
-        worst = 0.0
-        for b in pts:
-            vals = mip.start_values(b)
-            u64 = utility64(self.w, self.spec, mip.profile(b), self.v, self.agent)
-            fidelity = abs(mip.objective_value(vals) - u64) / (1.0 + abs(u64))  # the model is this network
-            worst = max(worst, mip.backend.violation(vals), fidelity)
-        return worst
+        vals = np.stack([mip.start_values(b) for b in pts])
+        u64 = utility64(self.w, self.spec, np.stack([mip.profile(b) for b in pts]), self.v, self.agent)
+        obj = np.array([mip.objective_value(x) for x in vals])
+        fidelity = float(np.max(np.abs(obj - u64) / (1.0 + np.abs(u64))))  # the model is this network
+        return max(mip.backend.violation(vals), fidelity)
