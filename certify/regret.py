@@ -41,7 +41,9 @@ has few binaries and tight big-Ms, and most sub-box MIPs end at the root against
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import time
 
 import jax
@@ -198,15 +200,32 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
     # rounding margins over agent i's whole bid box (certify.rounding), from its CROWN bounds
     t0 = time.perf_counter()
     box = agent_box(v, agent, low[agent], high[agent])
-    nb_root = select(crown_batch(params, spec, box.lower[None], box.upper[None]), 0)
-    margins = {p: rounding.utility_margin(w, spec, nb_root, box.lower, box.upper, v, agent, p)
-               for p in ("float32", "float64")}
-    t_margin = time.perf_counter() - t0
-    ctx = _Context(params, spec, w, v, agent, truthful_u, pgd_regret, margins, t_margin,
-                   int(sum(unstable_counts(nb_root))))
+    errors, n_unstable = _box_errors(params, spec, w, box)
+    margins = {p: rounding.combine(*errors[p], v, agent) for p in errors}
+    ctx = _Context(params, spec, w, v, agent, truthful_u, pgd_regret, margins, time.perf_counter() - t0, n_unstable)
     if solver == "planar":
         return _certify_planar(ctx, low, high, inc_u, inc_b, deadline)
     return _certify_mip(ctx, low, high, inc_u, inc_b, opts, solver, threads, mip_start, lp_file, deadline)
+
+
+_BOX_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()
+
+
+def _box_errors(params, spec, w, box):
+    """:func:`certify.rounding.outcome_errors` in both precisions and the unstable-ReLU count of a
+    box, memoized on (weights, spec, box): a single bidder's box is the same for every profile."""
+    h = hashlib.sha1(f"{spec}".encode())
+    for a in (*(x for layer in w.trunk for x in layer), *w.alloc, *w.pay, box.lower, box.upper):
+        h.update(np.ascontiguousarray(a).tobytes())
+    key = h.digest()
+    if key not in _BOX_ERRORS:
+        nb = select(crown_batch(params, spec, box.lower[None], box.upper[None]), 0)
+        errs = {p: rounding.outcome_errors(w, spec, nb, box.lower, box.upper, p) for p in ("float32", "float64")}
+        _BOX_ERRORS[key] = (errs, int(sum(unstable_counts(nb))))
+        while len(_BOX_ERRORS) > 8:
+            _BOX_ERRORS.popitem(last=False)
+    _BOX_ERRORS.move_to_end(key)
+    return _BOX_ERRORS[key]
 
 
 @dataclasses.dataclass

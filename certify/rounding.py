@@ -88,10 +88,11 @@ class _Errors:
         """Errors after ``h = relu(z)`` (slopes in [d_lo, d_hi] per neuron) and ``h @ w``."""
         out = _Errors()
         out.rhos = list(self.rhos)
+        dl_, dh_ = d_lo[:, None], d_hi[:, None]           # 0 <= d_lo <= d_hi <= 1
         for c, r in self.mats:
             lo, hi = c - r, c + r
-            cands = np.stack([d_lo[:, None] * lo, d_lo[:, None] * hi, d_hi[:, None] * lo, d_hi[:, None] * hi])
-            dl, dh = cands.min(0), cands.max(0)
+            dl = np.where(lo < 0, dh_ * lo, dl_ * lo)     # min of d m over d in [d_lo, d_hi], m in [lo, hi]
+            dh = np.where(hi > 0, dh_ * hi, dl_ * hi)
             cc, rr = (dl + dh) / 2, (dh - dl) / 2
             out.mats.append((w.T @ cc, np.abs(w.T) @ rr))
         return out
@@ -180,17 +181,29 @@ def payment_errors(spec: MechanismSpec, nb: NetworkBounds, e_q, e_a, e_b, box_lo
     return e_f * m_y + f_mag * e_y + u * f_mag * (m_y + e_y)
 
 
-def utility_margin(w: Weights, spec: MechanismSpec, nb: NetworkBounds, box_lower, box_upper, valuations,
-                   agent: int, precision: str = "float32") -> float:
-    """``E >= |u_hat_i(b) - u_R,i(b)|`` for every bid profile ``b`` in ``[box_lower, box_upper]``
-    (N, M), where ``nb`` holds real bounds valid on that box; see the module docstring."""
+def outcome_errors(w: Weights, spec: MechanismSpec, nb: NetworkBounds, box_lower, box_upper,
+                   precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """Bounds ``(|a_hat - a|`` (N, M), ``|p_hat - p|`` (N,)) over the box: what
+    :func:`utility_margin` combines with the values (so callers may reuse them across profiles
+    that share a box)."""
     if precision not in UNIT_ROUNDOFF:
         raise ValueError(f"precision must be one of {tuple(UNIT_ROUNDOFF)}, got {precision!r}")
     e_s, e_q, e_b = logit_errors(w, spec, nb, box_lower, box_upper, precision)
     e_a = allocation_errors(spec, nb, e_s, precision)
-    e_p = payment_errors(spec, nb, e_q, e_a, e_b, box_lower, box_upper, precision)
+    return e_a, payment_errors(spec, nb, e_q, e_a, e_b, box_lower, box_upper, precision)
+
+
+def combine(e_a: np.ndarray, e_p: np.ndarray, valuations, agent: int) -> float:
+    """``sum_j |a_hat_ij - a_ij| |v_ij| + |p_hat_i - p_i|``: the utility's error bound."""
     v = np.abs(np.asarray(valuations, np.float64)[agent])
     e_u = float(np.sum(e_a[agent] * v) + e_p[agent])
     if not np.isfinite(e_u):
         raise ValueError("the rounding margin is not finite (overflowing weights or bounds)")
     return e_u
+
+
+def utility_margin(w: Weights, spec: MechanismSpec, nb: NetworkBounds, box_lower, box_upper, valuations,
+                   agent: int, precision: str = "float32") -> float:
+    """``E >= |u_hat_i(b) - u_R,i(b)|`` for every bid profile ``b`` in ``[box_lower, box_upper]``
+    (N, M), where ``nb`` holds real bounds valid on that box; see the module docstring."""
+    return combine(*outcome_errors(w, spec, nb, box_lower, box_upper, precision), valuations, agent)
