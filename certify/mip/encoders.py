@@ -12,7 +12,9 @@ Pieces (bounds ``[l, u]`` come from :mod:`certify.tighten`; every piece is an *e
   a stable-inactive one is 0, so expressions are carried as :class:`Affine` maps over the columns
   that do exist (the bids and the unstable ReLU outputs) and composed exactly in float64. With
   ``compact=False`` every live neuron gets a named variable ``z[k,j]`` and a row ``lin[k,j]``.
-* **ReLU** ``h = max(z, 0)``, unstable only (``l < 0 < u``), big-M with binary ``d``::
+* **ReLU** ``h = max(z, 0)``, unstable only (``l < 0 < u``), big-M with binary ``d`` (a neuron
+  whose range ``max(-l, u)`` is outside [1e-3, 1e3] is encoded in units of a power of two near
+  it, so every row is well scaled)::
 
       relu_lo:  h >= z        relu_up:  h <= z - l (1 - d)        relu_on:  h <= u d,   h >= 0
 
@@ -213,6 +215,13 @@ class _Encoder:
             lab = [idx[j] for j in sel]
             zu, ls, us = z.rows(sel), l[sel], u[sel]
             k = len(sel)
+            # Badly scaled neurons (range far from 1, e.g. 1e-9 with a 1e9 weight downstream) get a
+            # variable h' = h / s, s a power of two (exact), so that no solver tolerance (SCIP fixes
+            # a variable whose range is below its feasibility tolerance) can change the function.
+            rng_ = np.maximum(-ls, us)
+            sc = np.where((rng_ < 1e-3) | (rng_ > 1e3), np.exp2(np.round(np.log2(rng_))), 1.0)
+            zu = Affine(zu.coef / sc[:, None], zu.cols, zu.const / sc)
+            ls, us = ls / sc, us / sc
             h = be.add_vars(f"h{name}", np.zeros(k), us, index=lab)
             d = be.add_vars(f"d{name}", np.zeros(k), np.ones(k), binary=True, index=lab)
             eye = np.eye(k)
@@ -232,7 +241,7 @@ class _Encoder:
             self.n_unstable += k
             # rows of `out` for unstable neurons become the new h columns
             hs = Affine(np.zeros((len(l), k)), h, np.zeros(len(l)))
-            hs.coef[sel, np.arange(k)] = 1.0
+            hs.coef[sel, np.arange(k)] = sc
             out = plus(out, hs)
         return out
 
