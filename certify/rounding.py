@@ -89,12 +89,16 @@ class _Errors:
         out = _Errors()
         out.rhos = list(self.rhos)
         dl_, dh_ = d_lo[:, None], d_hi[:, None]           # 0 <= d_lo <= d_hi <= 1
-        for c, r in self.mats:
-            lo, hi = c - r, c + r
-            dl = np.where(lo < 0, dh_ * lo, dl_ * lo)     # min of d m over d in [d_lo, d_hi], m in [lo, hi]
-            dh = np.where(hi > 0, dh_ * hi, dl_ * hi)
-            cc, rr = (dl + dh) / 2, (dh - dl) / 2
-            out.mats.append((w.T @ cc, np.abs(w.T) @ rr))
+        if not self.mats:
+            return out
+        c = np.concatenate([m[0] for m in self.mats], axis=1)   # all eps_k side by side: one product
+        r = np.concatenate([m[1] for m in self.mats], axis=1)
+        lo, hi = c - r, c + r
+        dl = np.where(lo < 0, dh_ * lo, dl_ * lo)     # min of d m over d in [d_lo, d_hi], m in [lo, hi]
+        dh = np.where(hi > 0, dh_ * hi, dl_ * hi)
+        cc, rr = w.T @ ((dl + dh) / 2), np.abs(w.T) @ ((dh - dl) / 2)
+        cuts = np.cumsum([m[0].shape[1] for m in self.mats])[:-1]
+        out.mats = list(zip(np.split(cc, cuts, axis=1), np.split(rr, cuts, axis=1)))
         return out
 
 
