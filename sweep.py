@@ -2,7 +2,7 @@
 
 SWEEP_FILE is a file in configs/sweeps/ (``1x2_seeds``) or a path to a Python file whose
 ``get_sweep()`` lists the runs (base config, seeds, grid of --set overrides; see
-``jaxauction/sweep.py``). Each run trains into OUT/<run name>/ (train.py's run directory), OUT
+``jaxauction/sweep/__init__.py``). Each run trains into OUT/<run name>/ (train.py's run directory), OUT
 defaulting to runs/sweeps/<sweep file stem>; OUT/summary.md and OUT/summary.json gather the final
 evaluations. Rerunning the command skips finished runs and resumes interrupted ones.
 --executor local (default) trains W runs at once in worker processes on this machine's cores;

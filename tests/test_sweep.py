@@ -191,7 +191,9 @@ def test_ray_task_ships_the_run_back_without_a_shared_filesystem(tmp_path, monke
         (workdir / "final_eval.json").write_text(json.dumps({"where": str(workdir)}))
         return {"name": run.name, "ok": True}
 
-    monkeypatch.setattr(sweep, "train_one", fake_train)
+    from jaxauction.sweep import executors
+
+    monkeypatch.setattr(executors, "train_one", fake_train)
     run = sweep.resolve_sweep({"config": "1x2", "set": TINY})[0]
     out = tmp_path / "out"
     res = sweep.ray_task(run, str(out))  # this "node" has no OUT/sweep.json

@@ -5,7 +5,7 @@
 
 Each run is ``python train.py --config 1x2 --set stability_weight=W --set seed=S`` (1000 steps,
 about 10 minutes on 2 cores); runs/sweeps/1x2_seeds/summary.md compares revenue, PGD regret and
-IR violations, mean and std over the seeds. The format: jaxauction/sweep.py.
+IR violations, mean and std over the seeds. The format: jaxauction/sweep/__init__.py.
 """
 
 
