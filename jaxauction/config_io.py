@@ -47,36 +47,44 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config {str(name_or_path)!r}: no such file")
 
 
-def load_config(name_or_path: str | Path) -> Config:
-    """Load ``get_config()`` from a config file (see :func:`resolve_config_path`).
+def call_file_getter(path: Path, getter: str, error: type, label: str):
+    """Run the Python file ``path`` and return ``getter()`` from it (config and sweep files).
 
-    The file's directory is on ``sys.path`` while it runs, so a variant can
-    ``from default import get_config as base``; modules imported that way are dropped afterwards
-    so files from different directories never shadow each other. The returned config's ``name``
-    is the file's stem.
+    The file's directory is on ``sys.path`` while it runs (so it may import its siblings); the
+    modules imported that way are dropped afterwards, so files from different directories never
+    shadow each other. A missing getter or any exception in the file is raised as
+    ``error(f"{label}: ...")``.
     """
-    path = resolve_config_path(name_or_path)
     before = set(sys.modules)
     sys.path.insert(0, str(path.parent))
+    prefix = f"_jaxauction_{getter}_"
     try:
-        mod_name = f"_jaxauction_config_{abs(hash(str(path)))}"
-        spec = importlib.util.spec_from_file_location(mod_name, path)
+        spec = importlib.util.spec_from_file_location(f"{prefix}{abs(hash(str(path)))}", path)
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
-            if not hasattr(module, "get_config"):
-                raise ConfigError(f"config {path}: defines no get_config()")
-            cfg = module.get_config()
-        except ConfigError:
+            if not callable(getattr(module, getter, None)):
+                raise error(f"{label}: defines no {getter}()")
+            return getattr(module, getter)()
+        except error:
             raise
-        except Exception as e:  # a broken config file: say which one
-            raise ConfigError(f"config {path}: {type(e).__name__}: {e}") from e
+        except Exception as e:  # a broken file: say which one
+            raise error(f"{label}: {type(e).__name__}: {e}") from e
     finally:
         sys.path.remove(str(path.parent))
         for k in set(sys.modules) - before:
             f = getattr(sys.modules[k], "__file__", None) or ""
-            if k.startswith("_jaxauction_config_") or Path(f).parent == path.parent:
+            if k.startswith(prefix) or Path(f).parent == path.parent:
                 del sys.modules[k]
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    """Load ``get_config()`` from a config file (see :func:`resolve_config_path`) by
+    :func:`call_file_getter`, so a variant can ``from default import get_config as base``. The
+    returned config's ``name`` is the file's stem.
+    """
+    path = resolve_config_path(name_or_path)
+    cfg = call_file_getter(path, "get_config", ConfigError, f"config {path}")
     if not isinstance(cfg, Config):
         raise ConfigError(f"config {path}: get_config() returned {type(cfg).__name__}, not Config")
     return dataclasses.replace(cfg, name=path.stem)

@@ -96,34 +96,44 @@ def run_local_pool(ckpt, todo, profiles, workers, certify_fn, solver, time_limit
     """Certify ``todo`` in ``workers`` spawned processes; ``certify_fn`` None means the default
     (a custom one must be a module-level function, pickled by reference)."""
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("spawn")
     with _env(WORKER_ENV):  # inherited by the spawned workers
         ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(str(ckpt), certify_fn, solver, time_limit, certify_kwargs, os.getpid()))
-        old_term = raise_on_sigterm()
-        try:
-            pending = set()
-            queue = list(todo)
-            # Keep at most 2 tasks per worker queued, so an abort leaves little half-done work.
-            while queue or pending:
-                while queue and len(pending) < 2 * workers:
-                    p, a = queue.pop(0)
-                    pending.add(ex.submit(_worker_task, p, a, profiles[p].tolist()))
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    on_result(fut.result())
-        except BrokenProcessPool as e:
-            _terminate(ex)
-            raise RunError(f"a worker process died ({e}); finished results are saved, rerun to resume") from None
-        except BaseException:
-            _terminate(ex)
-            raise
-        finally:
-            restore_sigterm(old_term)
-        ex.shutdown(wait=True)
+        # Keep at most 2 tasks per worker queued, so an abort leaves little half-done work.
+        drain_pool(ex, todo, lambda pa: ex.submit(_worker_task, pa[0], pa[1], profiles[pa[0]].tolist()), on_result,
+                   lambda e: RunError(f"a worker process died ({e}); finished results are saved, rerun to resume"),
+                   max_pending=2 * workers)
+
+
+def drain_pool(ex, jobs, submit, on_result, died, max_pending: int | None = None) -> None:
+    """Run ``jobs`` on the process pool ``ex``: ``submit(job)`` -> a future, at most ``max_pending``
+    in flight (None: all), ``on_result`` in the caller's process as each finishes. SIGTERM stops
+    it like Ctrl-C; any failure kills the workers; a dead worker raises ``died(exc)``. Shuts the
+    pool down at the end (the certification pool and the training-sweep pool both run this)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    old_term = raise_on_sigterm()
+    try:
+        pending, queue = set(), list(jobs)
+        while queue or pending:
+            while queue and (max_pending is None or len(pending) < max_pending):
+                pending.add(submit(queue.pop(0)))
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_result(fut.result())
+    except BrokenProcessPool as e:
+        _terminate(ex)
+        raise died(e) from None
+    except BaseException:
+        _terminate(ex)
+        raise
+    finally:
+        restore_sigterm(old_term)
+    ex.shutdown(wait=True)
 
 
 def raise_on_sigterm():

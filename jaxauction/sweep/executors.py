@@ -77,10 +77,9 @@ def local_env(threads: int) -> dict:
 def run_local(todo: Sequence[Run], out: Path, workers: int, on_result: Callable[[dict], None]) -> None:
     """Train ``todo`` in ``workers`` spawned processes, each on ``cores // workers`` cores."""
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures import ProcessPoolExecutor
 
-    from certify.campaign.executors import _env, _terminate, raise_on_sigterm, restore_sigterm
+    from certify.campaign.executors import _env, drain_pool
 
     cores = cpu_slots()
     threads = max(1, len(cores) // workers)
@@ -89,22 +88,8 @@ def run_local(todo: Sequence[Run], out: Path, workers: int, on_result: Callable[
     with _env(local_env(threads)):  # inherited by the spawned workers
         ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_local_worker_init,
                                  initargs=(counter, cores, threads, os.getpid()))
-        old_term = raise_on_sigterm()
-        try:
-            pending = {ex.submit(_local_task, r, str(out / r.name)) for r in todo}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    on_result(fut.result())
-        except BrokenProcessPool as e:
-            _terminate(ex)
-            raise SweepError(f"a worker process died ({e}); finished runs are saved, rerun to resume") from None
-        except BaseException:
-            _terminate(ex)
-            raise
-        finally:
-            restore_sigterm(old_term)
-        ex.shutdown(wait=True)
+        drain_pool(ex, todo, lambda r: ex.submit(_local_task, r, str(out / r.name)), on_result,
+                   lambda e: SweepError(f"a worker process died ({e}); finished runs are saved, rerun to resume"))
 
 
 def _local_worker_init(counter, cores: list[int], threads: int, parent: int) -> None:

@@ -3,14 +3,13 @@ named; the format is in :mod:`jaxauction.sweep`)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import re
-import sys
 from pathlib import Path
 from typing import Optional
 
 from jaxauction.config import REPO, Config, ConfigError, validate
+from jaxauction.config_io import call_file_getter
 
 SWEEP_DIR = REPO / "configs" / "sweeps"
 ENTRY_KEYS = frozenset({"config", "name", "seeds", "grid", "set"})
@@ -50,26 +49,7 @@ def resolve_sweep_path(name_or_path: str | Path) -> Path:
 def load_sweep_dict(path: Path) -> dict:
     """Run the sweep file and return its ``get_sweep()`` (its directory on sys.path meanwhile)."""
     path = Path(path)
-    before = set(sys.modules)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_jaxauction_sweep_{abs(hash(str(path)))}", path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-            if not callable(getattr(module, "get_sweep", None)):
-                raise SweepError(f"{path}: defines no get_sweep()")
-            sweep = module.get_sweep()
-        except SweepError:
-            raise
-        except Exception as e:  # a broken sweep file: say which one
-            raise SweepError(f"{path}: {type(e).__name__}: {e}") from None
-    finally:
-        sys.path.remove(str(path.parent))
-        for k in set(sys.modules) - before:
-            f = getattr(sys.modules[k], "__file__", None) or ""
-            if k.startswith("_jaxauction_sweep_") or Path(f).parent == path.parent:
-                del sys.modules[k]
+    sweep = call_file_getter(path, "get_sweep", SweepError, str(path))
     if not isinstance(sweep, dict):
         raise SweepError(f"{path}: get_sweep() returned {type(sweep).__name__}, not a dict")
     return sweep
