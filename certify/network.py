@@ -58,6 +58,16 @@ def digest(params: Params) -> str:
     return h.hexdigest()
 
 
+def cache_key(w: Weights, spec: MechanismSpec, *arrays, tag: str = "") -> bytes:
+    """A short digest of float64 weights, the spec and further arrays (shapes included): the key
+    of the certifiers' memos (planar regions, a box's rounding errors)."""
+    h = hashlib.sha1(f"{spec}|{tag}".encode())
+    for a in (*(x for layer in w.trunk for x in layer), *w.alloc, *w.pay, *arrays):
+        a = np.ascontiguousarray(a, np.float64)
+        h.update(repr(a.shape).encode() + a.tobytes())
+    return h.digest()
+
+
 # ------------------------------------------------------------------------------------------------
 # the pieces, in float64
 # ------------------------------------------------------------------------------------------------

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import time
 
 import jax
@@ -214,10 +213,7 @@ _BOX_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()
 def _box_errors(params, spec, w, box):
     """:func:`certify.rounding.outcome_errors` in both precisions and the unstable-ReLU count of a
     box, memoized on (weights, spec, box): a single bidder's box is the same for every profile."""
-    h = hashlib.sha1(f"{spec}".encode())
-    for a in (*(x for layer in w.trunk for x in layer), *w.alloc, *w.pay, box.lower, box.upper):
-        h.update(np.ascontiguousarray(a).tobytes())
-    key = h.digest()
+    key = network.cache_key(w, spec, box.lower, box.upper)
     if key not in _BOX_ERRORS:
         nb = select(crown_batch(params, spec, box.lower[None], box.upper[None]), 0)
         errs = {p: rounding.outcome_errors(w, spec, nb, box.lower, box.upper, p) for p in ("float32", "float64")}

@@ -53,7 +53,6 @@ certifying many profiles of a 1xM mechanism enumerates once.
 from __future__ import annotations
 
 import collections
-import hashlib
 import time
 from typing import NamedTuple
 
@@ -61,7 +60,7 @@ import numpy as np
 
 from jaxauction.mechanism import MechanismSpec
 
-from certify.network import Weights, forward64, heads64, sparsemax64
+from certify.network import Weights, cache_key, forward64, heads64, sparsemax64
 from certify.planar.cuts import Polygons, _relu_cuts, _rounds, _sign_cuts, _sparsemax_cuts
 from certify.planar.errors import _MIP_HINT, PlanarError, PlanarTimeout
 from certify.planar.tolerances import INTERP_ERR, U64, _cell_scale, _EnumTol, _scales
@@ -211,13 +210,7 @@ def vertices(w: Weights, spec: MechanismSpec, profile, agent: int, lo_i, hi_i,
     the spec and the agent."""
     prof = np.asarray(profile, np.float64).copy()
     prof[agent] = 0.0
-    h = hashlib.sha1()
-    for a in [*(x for layer in w.trunk for x in layer), *w.alloc, *w.pay, prof,
-              np.asarray(lo_i, np.float64), np.asarray(hi_i, np.float64)]:
-        a = np.ascontiguousarray(a, np.float64)
-        h.update(repr(a.shape).encode() + a.tobytes())
-    h.update(f"{spec}|{agent}".encode())
-    key = h.digest()
+    key = cache_key(w, spec, prof, lo_i, hi_i, tag=str(agent))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key], True
