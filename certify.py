@@ -1,7 +1,7 @@
 """Certify the regret of a trained mechanism at sampled (or given) valuation profiles.
 
     python certify.py --ckpt RUN_DIR_OR_REFERENCE_NPZ [--points N] [--agents all|0,1] [--seed S]
-                      [--time-limit T] [--solver auto|gurobi|scip|planar] [--workers W] [--out DIR]
+                      [--time-limit T] [--solver auto|bab|mip|gurobi|scip|planar] [--workers W] [--out DIR]
                       [--profiles FILE.json] [--executor local|ray] [--address RAY_ADDRESS]
 
 Results go to OUT/results.jsonl (one line per profile and agent; rerunning resumes), then a summary
@@ -37,10 +37,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--agents", default="all", help="'all' or comma-separated agent indices (default all)")
     ap.add_argument("--seed", type=int, default=0, help="profile sampling seed (default 0)")
     ap.add_argument("--time-limit", type=float, default=600.0,
-                    help="MIP time limit per profile and agent, seconds (default 600; 0 = none)")
+                    help="time limit per profile and agent, seconds (default 600; 0 = none); a pair "
+                         "that reaches it reports the bounds it proved (status time_limit)")
     ap.add_argument("--solver", choices=SOLVERS, default="auto",
-                    help="MIP solver (auto: Gurobi if its license takes the model, else SCIP), or 'planar': "
-                         "exact linear-region enumeration, no MIP (free payment, 2 items only)")
+                    help="auto (default: the fastest sound method for the net, printed at the start; "
+                         "certify/methods.py), bab (batched branch and bound: any RegretNet-family net, "
+                         "tanh and softmax included), mip (the exact MIP: Gurobi if its licence takes the "
+                         "model, else SCIP), gurobi, scip, or planar (exact region enumeration: free "
+                         "payment, 2 items)")
     ap.add_argument("--workers", type=int, default=1,
                     help="pairs certified in parallel: worker processes, or Ray actors (default 1)")
     ap.add_argument("--executor", choices=EXECUTORS, default="local",

@@ -46,7 +46,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=20)
     ap.add_argument("--networks", nargs="+", default=NETWORKS)
-    ap.add_argument("--solver", default="auto", choices=["auto", "gurobi", "scip"])
+    ap.add_argument("--solver", default="mip", choices=["mip", "gurobi", "scip", "bab"])
     ap.add_argument("--split", default=None,
                     help="split_unstable threshold, or 'none' for one MIP per point (default: the library's)")
     ap.add_argument("--bounds", default="crown", choices=["crown", "lp", "ibp"])

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             for v in profiles:
                 for a in range(spec.n_agents):
                     t = time.perf_counter()
-                    c = certify_point(params, spec, np.asarray(v), a, options=opts, **kw)
+                    c = certify_point(params, spec, np.asarray(v), a, solver="mip", options=opts, **kw)
                     ts.append(time.perf_counter() - t)
                     mips.append(c.n_boxes)
                     ups.append(c.regret_upper if c.status == "optimal" else np.nan)

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from certify.campaign.profiles import sample_profiles
-    from jaxauction import checkpoints
+    from jaxauction import checkpoints, mechanism
 
     for path in args.ckpts:
         try:
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
             return 2
         vals = sample_profiles(prior, args.seed, args.profiles)
         counts = unstable_per_layer(params, spec, vals, args.method, *prior.bounds())
-        width = sum(layer["w"].shape[-1] for layer in params["trunk"])
+        width = sum(layer["w"].shape[-1] for name in mechanism.tower_keys(params) for layer in params[name])
         per_layer = " + ".join(f"{c:.1f}" for c in counts.mean(axis=0))
         print(f"{path}: {counts.sum(axis=1).mean():.1f} of {width} trunk ReLUs unstable per agent box "
               f"({per_layer} by layer; {args.method}, {len(counts)} boxes)")

@@ -42,9 +42,11 @@ from certify.mip.encoders import EncodeOptions
 from certify.mip.licensing import MIP_SOLVERS
 from jaxauction.mechanism import MechanismSpec
 
-# Methods by name: the MIP solvers ("auto" = Gurobi if its licence takes the model, else SCIP) and
-# "planar" (exact linear-region enumeration, free payment and 2 items; certify.planar).
-SOLVERS = MIP_SOLVERS + ("planar",)
+# Methods by name (certify.methods says which nets each handles): "auto" (certify.methods.pick),
+# the MIP solvers "gurobi" and "scip" ("mip": whichever the licence allows), "planar" (exact
+# linear-region enumeration, free payment and 2 items; certify.planar) and "bab" (batched branch
+# and bound with linear relaxations, any RegretNet-family net; certify.bab).
+SOLVERS = MIP_SOLVERS + ("mip", "planar", "bab")
 # Statuses of a certificate: "optimal" = the bounds met within gap_tol; "gap_open" = the search
 # ended with proven bounds that did not meet (e.g. a solver stopped early); "time_limit" = the time
 # limit ended the search (the bounds reached are reported); "error" = nothing proven (upper None).
@@ -228,6 +230,11 @@ class CertifyOptions:
       encode: formulation options (sparsemax encoding, compact, ideal cuts).
       solver_params: ``((name, value), ...)`` native solver parameters overriding
         :data:`certify.mip.backends.SOLVER_PARAMS` (e.g. ``(("Presolve", 0),)`` for Gurobi).
+      bab_gap: ``solver="bab"`` stops when its bounds on ``max u_i`` are this close (absolute;
+        the default is the MIP's stated tolerance at utility 1, :func:`certify.mip.model.gap_tolerance`,
+        so the two methods certify to the same precision).
+      bab_batch: boxes bounded per jitted call (more keeps a GPU busy; 512 suits a CPU).
+      bab_branching: ``"longest"`` or ``"slope"`` (:data:`certify.bab.BRANCHING`).
     """
 
     bounds: str = "crown"
@@ -238,8 +245,17 @@ class CertifyOptions:
     samples: int = 256
     encode: EncodeOptions = EncodeOptions()
     solver_params: tuple = ()
+    bab_gap: float = 3e-6
+    bab_batch: int = 512
+    bab_branching: str = "longest"
 
     def __post_init__(self):
+        if not self.bab_gap > 0:
+            raise ValueError(f"bab_gap must be positive, got {self.bab_gap}")
+        if int(self.bab_batch) < 2:
+            raise ValueError(f"bab_batch must be >= 2, got {self.bab_batch}")
+        if self.bab_branching not in ("longest", "slope"):
+            raise ValueError(f"bab_branching must be 'longest' or 'slope', got {self.bab_branching!r}")
         if self.bounds not in BOUND_METHODS:
             raise ValueError(f"bounds must be one of {BOUND_METHODS}, got {self.bounds!r}")
         if self.split_unstable != "auto" and self.split_unstable is not None and (

@@ -17,7 +17,10 @@ What a certificate is about (the *semantics*; :class:`certify.certificate.Certif
   :func:`rounding_margin` bounds ``|u_32 - u_R|`` over a box of bids, rigorously, under the
   assumptions stated there.
 
-Both functions read the same params pytree (``mechanism.py`` documents it).
+Both functions read the same params pytree (``mechanism.py`` documents it). The twin knows one
+architecture, a shared trunk: :func:`weights64` turns separate towers into the shared trunk with
+block-diagonal weights that computes exactly the same function (see there). The trunk
+activation (``spec.activation``: relu or tanh) comes from the spec, never from the weights.
 """
 from __future__ import annotations
 
@@ -39,11 +42,36 @@ class Weights(NamedTuple):
 
 
 def weights64(params: Params) -> Weights:
-    """float64 copies of the pytree's arrays (exact: every float32 is a float64)."""
+    """float64 copies of the pytree's arrays (exact: every float32 is a float64).
+
+    A separate-tower pytree (keys ``alloc_tower``/``pay_tower``) becomes the equivalent shared
+    trunk with block-diagonal weights: layer 1 ``[A_1 | P_1]`` (N*M, 2 H_1), layer l > 1
+    ``blockdiag(A_l, P_l)`` (2 H_{l-1}, 2 H_l), biases ``[d_l, e_l]``, so the trunk features are
+    ``[g_l, k_l]``; the allocation head ``[W_a; 0]`` reads only ``g_L`` and the payment head
+    ``[0; W_p]`` only ``k_L``. This is exact, in real arithmetic and in floating point: every added
+    term is a product with an exact zero (``0 * x = 0``, ``t + 0 = t``), and the activation acts
+    per neuron, so ``act`` of the merged layer is the two towers' activations side by side.
+    """
     f = lambda a: np.asarray(a, np.float64)
-    return Weights(tuple((f(l["w"]), f(l["b"])) for l in params["trunk"]),
-                   (f(params["alloc"]["w"]), f(params["alloc"]["b"])),
-                   (f(params["pay"]["w"]), f(params["pay"]["b"])))
+    if "alloc_tower" not in params:
+        return Weights(tuple((f(l["w"]), f(l["b"])) for l in params["trunk"]),
+                       (f(params["alloc"]["w"]), f(params["alloc"]["b"])),
+                       (f(params["pay"]["w"]), f(params["pay"]["b"])))
+    trunk = []
+    for k, (la, lp) in enumerate(zip(params["alloc_tower"], params["pay_tower"])):
+        wa, wp = f(la["w"]), f(lp["w"])
+        if k == 0:
+            w = np.concatenate([wa, wp], axis=1)
+        else:
+            w = np.zeros((wa.shape[0] + wp.shape[0], wa.shape[1] + wp.shape[1]))
+            w[: wa.shape[0], : wa.shape[1]] = wa
+            w[wa.shape[0]:, wa.shape[1]:] = wp
+        trunk.append((w, np.concatenate([f(la["b"]), f(lp["b"])])))
+    wa, wp = f(params["alloc"]["w"]), f(params["pay"]["w"])
+    h_a, h_p = wa.shape[0], wp.shape[0]
+    alloc_w = np.concatenate([wa, np.zeros((h_p, wa.shape[1]))], axis=0)
+    pay_w = np.concatenate([np.zeros((h_a, wp.shape[1])), wp], axis=0)
+    return Weights(tuple(trunk), (alloc_w, f(params["alloc"]["b"])), (pay_w, f(params["pay"]["b"])))
 
 
 def digest(params: Params) -> str:
@@ -100,11 +128,21 @@ def sigmoid64(q):
     return 0.5 * (1.0 + np.tanh(0.5 * q))
 
 
-def trunk64(w: Weights, x: np.ndarray, upto: int | None = None) -> np.ndarray:
-    """Trunk features of flattened bids ``x`` (..., N*M) after ``upto`` layers (default all)."""
+def activation64(name: str, z):
+    """The trunk activation in float64: ``relu`` (``maximum(z, 0)``) or ``tanh``."""
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "tanh":
+        return np.tanh(z)
+    raise ValueError(f"activation must be one of {mechanism.ACTIVATIONS}, got {name!r}")
+
+
+def trunk64(w: Weights, x: np.ndarray, upto: int | None = None, activation: str = "relu") -> np.ndarray:
+    """Trunk features of flattened bids ``x`` (..., N*M) after ``upto`` layers (default all);
+    ``activation`` is ``spec.activation``."""
     h = np.asarray(x, np.float64)
     for wk, ck in w.trunk[:upto]:
-        h = np.maximum(h @ wk + ck, 0.0)
+        h = activation64(activation, h @ wk + ck)
     return h
 
 
@@ -116,7 +154,7 @@ def preactivations64(w: Weights, spec: MechanismSpec, bids: np.ndarray) -> tuple
     zs = []
     for wk, ck in w.trunk:
         zs.append(h @ wk + ck)
-        h = np.maximum(zs[-1], 0.0)
+        h = activation64(spec.activation, zs[-1])
     s, q = heads64(w, spec, h)
     return zs, s, q
 
@@ -142,7 +180,7 @@ def pay64(q: np.ndarray, alloc: np.ndarray, bids: np.ndarray, spec: MechanismSpe
 def forward64(w: Weights, spec: MechanismSpec, bids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float64 forward pass: bids (..., N, M) -> ``(alloc (..., N, M), pay (..., N))``."""
     bids = np.asarray(bids, np.float64)
-    h = trunk64(w, bids.reshape(bids.shape[:-2] + (-1,)))
+    h = trunk64(w, bids.reshape(bids.shape[:-2] + (-1,)), activation=spec.activation)
     s, q = heads64(w, spec, h)
     a = allocate64(s, spec)
     return a, pay64(q, a, bids, spec)
@@ -182,7 +220,9 @@ def utility32(params: Params, spec: MechanismSpec, bids, vals, agent: int):
 
 
 def params_from(w: Weights) -> dict:
-    """The float32 params pytree of float64 weights (inverse of :func:`weights64` for float32 data)."""
+    """The float32 params pytree of float64 weights (inverse of :func:`weights64` for float32 data
+    of a shared trunk; for separate towers, the equivalent block-diagonal shared-trunk pytree, the
+    same function; ``mechanism.apply`` reads the pytree's keys, so either spec serves)."""
     f = lambda a: np.asarray(a, np.float32)
     return {"trunk": [{"w": f(a), "b": f(b)} for a, b in w.trunk], "alloc": {"w": f(w.alloc[0]), "b": f(w.alloc[1])},
             "pay": {"w": f(w.pay[0]), "b": f(w.pay[1])}}

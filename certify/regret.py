@@ -28,6 +28,10 @@ Search (every choice below changes only the speed, never the certified value; se
    box's CROWN bounds) and :func:`certify.certificate.settle` turn the bounds into a certificate
    that keeps its invariants: "optimal" only if the bounds met within ``gap_tol``.
 
+``solver="bab"`` replaces steps 2-3 by the batched branch and bound of :mod:`certify.bab` (linear
+relaxations for every RegretNet-family net, no MIP): its bounds on ``U*`` within
+``options.bab_gap``, or the bounds reached at the time limit.
+
 ``solver="planar"`` (free-payment, 2-item mechanisms only) replaces steps 2-3 by the exact
 linear-region enumeration of :mod:`certify.planar` (no MIP): the maximum over all region
 vertices, with its tolerance as the gap; an enumeration that cannot resolve the net's kinks in
@@ -49,11 +53,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from certify import network, planar, rounding
+from certify import methods, network, planar, rounding
 from certify.certificate import SOLVERS, Certificate, CertifyOptions, settle
 from certify.mip import model as mm
 from certify.mip.encoders import EncodeOptions, RegretMIP, check_supported, encode
 from certify.mip.search import Search, agent_box
+from certify import bab, linbound
 from certify.network import utility64, weights64
 from certify.tighten import crown_batch, select, tighten, unstable_counts
 from jaxauction.bounds import NetworkBounds
@@ -66,7 +71,6 @@ def validate(params, spec: MechanismSpec, valuations, agent, low=None, high=None
     """Check the inputs; returns float64 ``(v, low, high)`` of shape (N, M). Raises ``ValueError``."""
     if not isinstance(spec, MechanismSpec):
         raise ValueError(f"spec must be a MechanismSpec, got {type(spec).__name__}")
-    check_supported(spec)
     check_params(params, spec)
     for leaf in jax.tree_util.tree_leaves(params):
         a = np.asarray(leaf)
@@ -107,6 +111,7 @@ def build_model(params: Params, spec: MechanismSpec, valuations, agent: int, *, 
         res = mip.solve(time_limit=60)
         mip.misreport(res), mip.get_error(res)   # bids, |MIP objective - forward pass|
     """
+    check_supported(spec)
     v, low, high = validate(params, spec, valuations, agent, low, high)
     box = agent_box(v, agent, low[agent], high[agent])
     nb = bounds if isinstance(bounds, NetworkBounds) else tighten(params, spec, box, method=bounds)
@@ -145,19 +150,21 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
     """Certify agent ``agent``'s regret at profile ``valuations`` (see module docstring).
 
     Args:
-      params, spec: the mechanism (sparsemax allocation; fractional or free payment).
+      params, spec: the mechanism (any RegretNet-family net for "bab"; the MIP and "planar" need
+        a piecewise-linear one: :mod:`certify.methods`).
       valuations: (N, M) true profile v, inside ``[low, high]``.
       agent: the misreporting agent.
       low, high: (N, M) bid support (default zeros / ones).
-      solver: "auto" (Gurobi if its license takes the model, else SCIP), "gurobi", "scip", or
-        "planar" (exact region enumeration, :mod:`certify.planar`; free payment and 2 items).
+      solver: "auto" (:func:`certify.methods.pick`: bab or the MIP; the certificate's ``solver``
+        says which ran), "bab" (:mod:`certify.bab`), "gurobi", "scip", or "planar" (exact region
+        enumeration, :mod:`certify.planar`; free payment and 2 items).
       time_limit: wall-clock seconds for the whole point (None: no limit).
       threads: solver threads (default 1).
       pgd_steps, pgd_lr: gradient ascent for the first incumbent (0 steps: skip).
       mip_start: give the incumbent to the MIP of the leaf box that holds it.
       lp_file: write the first MIP built (the one holding the incumbent) to this path (MIP
         solvers only).
-      options: search options (:class:`CertifyOptions`; the MIP's, unused by "planar").
+      options: search options (:class:`CertifyOptions`: the MIP's and bab's; unused by "planar").
 
     Raises:
       ValueError: bad shapes, valuations outside the support, agent out of range, NaN weights, or
@@ -169,11 +176,10 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
     v, low, high = validate(params, spec, valuations, agent, low, high)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if solver == "planar":
-        planar.check(spec)
-        if lp_file:
-            raise ValueError("solver='planar' builds no MIP, so there is no model to write to lp_file; "
-                             "use a MIP solver (auto, gurobi or scip) for an .lp dump")
+    method = methods.pick(spec, solver)       # raises naming the piece the method cannot certify
+    if method in ("planar", "bab") and lp_file:
+        raise ValueError(f"solver={method!r} builds no MIP, so there is no model to write to lp_file; "
+                         f"use a MIP solver (gurobi or scip) for an .lp dump")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be positive or None, got {time_limit}")
     if int(threads) < 1:
@@ -202,9 +208,11 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
     errors, n_unstable = _box_errors(params, spec, w, box)
     margins = {p: rounding.combine(*errors[p], v, agent) for p in errors}
     ctx = _Context(params, spec, w, v, agent, truthful_u, pgd_regret, margins, time.perf_counter() - t0, n_unstable)
-    if solver == "planar":
+    if method == "planar":
         return _certify_planar(ctx, low, high, inc_u, inc_b, deadline)
-    return _certify_mip(ctx, low, high, inc_u, inc_b, opts, solver, threads, mip_start, lp_file, deadline)
+    if method == "bab":
+        return _certify_bab(ctx, low, high, inc_u, inc_b, opts, deadline)
+    return _certify_mip(ctx, low, high, inc_u, inc_b, opts, method, threads, mip_start, lp_file, deadline)
 
 
 _BOX_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()
@@ -215,7 +223,11 @@ def _box_errors(params, spec, w, box):
     box, memoized on (weights, spec, box): a single bidder's box is the same for every profile."""
     key = network.cache_key(w, spec, box.lower, box.upper)
     if key not in _BOX_ERRORS:
-        nb = select(crown_batch(params, spec, box.lower[None], box.upper[None]), 0)
+        if getattr(spec, "activation", "relu") == "relu":
+            nb = select(crown_batch(params, spec, box.lower[None], box.upper[None]), 0)
+        else:  # CROWN here is ReLU-only; the forward relaxations of certify.linbound take any activation
+            i = int(np.argmax(np.any(box.upper > box.lower, axis=1)))
+            nb = linbound.network_bounds(w, spec, box.lower, i, box.lower[i], box.upper[i])
         errs = {p: rounding.outcome_errors(w, spec, nb, box.lower, box.upper, p) for p in ("float32", "float64")}
         _BOX_ERRORS[key] = (errs, int(sum(unstable_counts(nb))))
         while len(_BOX_ERRORS) > 8:
@@ -322,3 +334,26 @@ def _certify_planar(ctx: _Context, low, high, inc_u, inc_b, deadline):
     return ctx.certificate(search_status=status, upper_u=upper_u, best_b=best_b, nodes=res.n_regions,
                            time_solve_s=res.time_s, mip_objective=res.best_utility,
                            mip_network_error=abs(res.best_utility - u_best), message="; ".join(msgs), **common)
+
+
+def _certify_bab(ctx: _Context, low, high, inc_u, inc_b, opts: CertifyOptions, deadline):
+    """Steps 2-3 by :func:`certify.bab.maximize` (no MIP): proven bounds on ``max u_R`` within
+    ``opts.bab_gap``; at the deadline or the pool limit, the bounds reached (status time_limit /
+    gap_open)."""
+    agent = ctx.agent
+    problem = bab.Problem(ctx.w, ctx.spec, ctx.v, agent, batch=opts.bab_batch)
+    res = bab.maximize(problem, low[agent], high[agent], inc_u=inc_u, inc_b=inc_b, gap=opts.bab_gap,
+                       deadline=deadline, branching=opts.bab_branching)
+    best_b = res.best_b if res.best_u >= inc_u else inc_b
+    msgs = [f"{res.boxes} boxes in {res.rounds} rounds, {res.open} open"] + ([res.message] if res.message else [])
+    upper_u = res.upper
+    if not np.isfinite(upper_u):
+        return ctx.certificate(search_status="error" if res.status == "optimal" else res.status, upper_u=None,
+                               best_b=best_b, solver="bab", nodes=res.boxes, time_solve_s=res.seconds,
+                               time_build_s=0.0, n_binaries=0, n_boxes=res.boxes, mip_objective=None,
+                               mip_network_error=None, method_tol=opts.bab_gap,
+                               message="; ".join(msgs + ["no finite bound (overflowing relaxation)"]))
+    return ctx.certificate(search_status=res.status, upper_u=upper_u, best_b=best_b, solver="bab", nodes=res.boxes,
+                           time_solve_s=res.seconds, time_build_s=0.0, n_binaries=0, n_boxes=res.boxes,
+                           mip_objective=None, mip_network_error=None, method_tol=opts.bab_gap,
+                           message="; ".join(msgs))

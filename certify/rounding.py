@@ -20,15 +20,23 @@ Assumptions (the model of floating point the proof rests on):
 3. ``exp``, ``tanh`` and the logistic sigmoid are accurate to :data:`LIBM_REL` relative error
    (float32: 2^-20, i.e. 8 ulps; float64: 2^-50). ``tests/test_rounding.py`` measures XLA's and
    numpy's functions against this on a dense grid.
-4. Sorting, negation, ``max``, ``relu`` and ``clip`` are exact on floats.
+4. Sorting, negation, ``max``, ``relu`` and ``clip`` are exact on floats. (``tanh`` is not: see 3.)
+5. The real bounds ``nb`` passed in hold for the exact pre-activations on the box, for the
+   activation of ``spec.activation`` (e.g. ``certify.tighten.ibp64``: IBP is sound for the
+   monotone tanh as for relu).
 
 The method: every computed quantity is ``exact + delta``. Each matrix layer adds a *local* error
 ``eps_l`` bounded by assumption 2, with ``|x|`` bounded by the real bounds of the box
 (:class:`jaxauction.bounds.NetworkBounds`) plus the error so far. Errors are carried through the
 later layers **symbolically**: ``delta_l = sum_k M_{k,l} eps_k`` with interval matrices
-``M_{k,l+1} = W^T D_l M_{k,l}``, where ``D_l`` is the ReLU's slope between the computed and the
-exact pre-activation (1 on neurons that stay positive under the error, 0 on those that stay
-negative, [0, 1] otherwise). Keeping the signs of ``W^T D M`` (instead of ``|W|^T |M|``) is what
+``M_{k,l+1} = W^T D_l M_{k,l}``, where ``D_l`` is the activation's slope between the computed and
+the exact pre-activation. ReLU: 1 on neurons that stay positive under the error, 0 on those that
+stay negative, [0, 1] otherwise. tanh (mean value theorem): ``[min tanh', max tanh']`` over the
+neuron's real bounds widened by its error, within (0, 1]; evaluating tanh adds its own local error
+``LIBM_REL |tanh(z_hat)| <= LIBM_REL min(1, |z| + e_z)`` (assumption 3), and the next layer's
+input magnitude is ``|tanh(z)| <= min(1, |z|)``. Separate towers need nothing of their own: the
+block-diagonal shared trunk of ``certify.network.weights64`` computes the same numbers (its extra
+terms are exact zeros), and its larger fan-in only makes ``gamma_{n+1}`` larger (sound). Keeping the signs of ``W^T D M`` (instead of ``|W|^T |M|``) is what
 makes the margin 3-10x tighter than the textbook forward bound on trained nets. The heads:
 
 * sparsemax (``tau = max_k (cumsum_k - 1) / k``, as ``mechanism.sparsemax`` computes it): tau is
@@ -84,27 +92,41 @@ class _Errors:
         self.mats.append((np.eye(len(rho)), np.zeros((len(rho), len(rho)))))
         self.rhos.append(np.asarray(rho, np.float64))
 
-    def relu_then_dense(self, d_lo: np.ndarray, d_hi: np.ndarray, w: np.ndarray) -> "_Errors":
-        """Errors after ``h = relu(z)`` (slopes in [d_lo, d_hi] per neuron) and ``h @ w``."""
+    def relu_then_dense(self, d_lo: np.ndarray, d_hi: np.ndarray, w: np.ndarray, local=None) -> "_Errors":
+        """Errors after ``h = act(z)`` (slopes in [d_lo, d_hi] per neuron, between the computed and
+        the exact ``z``), plus the activation's own rounding ``local`` (bounds per neuron, or None
+        for an exact activation), and ``h @ w``."""
         out = _Errors()
         out.rhos = list(self.rhos)
         dl_, dh_ = d_lo[:, None], d_hi[:, None]           # 0 <= d_lo <= d_hi <= 1
-        if not self.mats:
-            return out
-        c = np.concatenate([m[0] for m in self.mats], axis=1)   # all eps_k side by side: one product
-        r = np.concatenate([m[1] for m in self.mats], axis=1)
-        lo, hi = c - r, c + r
-        dl = np.where(lo < 0, dh_ * lo, dl_ * lo)     # min of d m over d in [d_lo, d_hi], m in [lo, hi]
-        dh = np.where(hi > 0, dh_ * hi, dl_ * hi)
-        cc, rr = w.T @ ((dl + dh) / 2), np.abs(w.T) @ ((dh - dl) / 2)
-        cuts = np.cumsum([m[0].shape[1] for m in self.mats])[:-1]
-        out.mats = list(zip(np.split(cc, cuts, axis=1), np.split(rr, cuts, axis=1)))
+        if self.mats:
+            c = np.concatenate([m[0] for m in self.mats], axis=1)   # all eps_k side by side: one product
+            r = np.concatenate([m[1] for m in self.mats], axis=1)
+            lo, hi = c - r, c + r
+            dl = np.where(lo < 0, dh_ * lo, dl_ * lo)     # min of d m over d in [d_lo, d_hi], m in [lo, hi]
+            dh = np.where(hi > 0, dh_ * hi, dl_ * hi)
+            cc, rr = w.T @ ((dl + dh) / 2), np.abs(w.T) @ ((dh - dl) / 2)
+            cuts = np.cumsum([m[0].shape[1] for m in self.mats])[:-1]
+            out.mats = list(zip(np.split(cc, cuts, axis=1), np.split(rr, cuts, axis=1)))
+        if local is not None:                             # eps_act enters after the slope: w^T eps_act
+            out.mats.append((w.T.copy(), np.zeros_like(w.T)))
+            out.rhos.append(np.asarray(local, np.float64))
         return out
 
 
-def _slopes(lower, upper, err):
+def _slopes(lower, upper, err, activation: str = "relu"):
+    """Slopes ``[d_lo, d_hi]`` of the activation between any two points of ``[lower, upper]``
+    widened by ``err`` (the exact and the computed pre-activation): relu 1 (stably on), 0 (stably
+    off) or [0, 1]; tanh ``[min tanh', max tanh']`` over the widened interval, within (0, 1]."""
     lo = lower - _BOUND_PAD * (1 + np.abs(lower)) - err
     hi = upper + _BOUND_PAD * (1 + np.abs(upper)) + err
+    if activation == "tanh":  # tanh' = 1 / cosh^2, even, decreasing in |z| (float64: a few ulps off)
+        far = np.maximum(np.abs(lo), np.abs(hi))
+        near = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+        with np.errstate(over="ignore"):
+            d_lo = (1.0 - 1e-12) / np.cosh(far) ** 2
+            d_hi = np.minimum(1.0, (1.0 + 1e-12) / np.cosh(near) ** 2)
+        return d_lo, d_hi
     on, off = lo >= 0, hi <= 0
     return np.where(on, 1.0, 0.0), np.where(off, 0.0, 1.0)
 
@@ -115,21 +137,29 @@ def logit_errors(w: Weights, spec: MechanismSpec, nb: NetworkBounds, box_lower, 
     u = UNIT_ROUNDOFF[precision]
     x_mag = _mag(np.asarray(box_lower, np.float64), np.asarray(box_upper, np.float64)).reshape(-1)
     e_x = u * x_mag if precision == "float32" else np.zeros_like(x_mag)
+    lib = LIBM_REL[precision]
     errs = _Errors()
     errs.add_local(e_x)                                   # delta_0 = eps_0 (bid rounding)
     h_mag, h_err = x_mag, e_x
-    d_lo = d_hi = np.ones_like(x_mag)                     # the input has no ReLU
+    d_lo = d_hi = np.ones_like(x_mag)                     # the input has no activation
+    e_act = None                                          # the activation's own rounding (tanh)
     for k, (wk, ck) in enumerate(w.trunk):
-        errs = errs.relu_then_dense(d_lo, d_hi, wk)
+        errs = errs.relu_then_dense(d_lo, d_hi, wk, e_act)
         rho = gamma(wk.shape[0] + 1, u) * ((h_mag + h_err) @ np.abs(wk) + np.abs(ck))
         errs.add_local(rho)
         z = nb.pre[k]
         e_z = errs.bound()
-        d_lo, d_hi = _slopes(z.lower, z.upper, e_z)
-        h_mag, h_err = np.maximum(z.upper, 0.0) + e_z, e_z
+        d_lo, d_hi = _slopes(z.lower, z.upper, e_z, spec.activation)
+        if spec.activation == "tanh":
+            # |tanh(z_hat)| <= min(1, |z| + e_z); fl(tanh(z_hat)) = tanh(z_hat) (1 + theta), |theta| <= lib
+            z_mag = _mag(z.lower, z.upper)
+            e_act = lib * np.minimum(1.0, z_mag + e_z)
+            h_mag, h_err = np.minimum(1.0, z_mag), e_z + e_act
+        else:
+            h_mag, h_err = np.maximum(z.upper, 0.0) + e_z, e_z
     out = []
     for wh, ch in (w.alloc, w.pay):
-        eh = errs.relu_then_dense(d_lo, d_hi, wh)
+        eh = errs.relu_then_dense(d_lo, d_hi, wh, e_act)
         rho = gamma(wh.shape[0] + 1, u) * ((h_mag + h_err) @ np.abs(wh) + np.abs(ch))
         eh.add_local(rho)
         out.append(eh.bound())
@@ -157,6 +187,9 @@ def allocation_errors(spec: MechanismSpec, nb: NetworkBounds, e_s: np.ndarray, p
         rel = (1 + rel_exp) ** 2 * (1 + gamma(r_, u)) * (1 + u) - 1   # numerator and sum of exps, division
         grow = np.expm1(2 * d)[None]
         e_a = a_up * grow + a_up * (1 + grow) * rel
+        # both lie in [0, 1 + ...]: a in [0, a_up], and a_hat = fl(e_r / fl(sum_k e_k)) with e_r among the
+        # nonnegative summands, so fl(sum) >= e_r (1 - gamma_R) and a_hat <= (1 + u) / (1 - gamma_R)
+        e_a = np.minimum(e_a, np.maximum(a_up, (1 + u) / (1 - gamma(r_, u))))
     return e_a[: spec.n_agents]
 
 
@@ -174,8 +207,8 @@ def payment_errors(spec: MechanismSpec, nb: NetworkBounds, e_q, e_a, e_b, box_lo
 
         t = (m_q + e_q) / dv * (1 + u)
         e_f = e_q / dv + u * t + u * (t + abs(off))
-    else:
-        e_f = e_q / 4.0 + lib + u
+    else:  # f, f_hat in [0, 1 + lib]: |f_hat - f| <= 1 + lib whatever the logit error
+        e_f = np.minimum(e_q / 4.0 + lib + u, 1.0 + lib + u)
     m_b = _mag(np.asarray(box_lower, np.float64), np.asarray(box_upper, np.float64))
     a_mag = 1.0 + e_a
     m = spec.n_items

@@ -60,20 +60,27 @@ def ibp64(params: Params, spec: MechanismSpec, box: Interval) -> NetworkBounds:
         p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
         nb = jbounds.ibp(p64, Interval(np.asarray(box.lower, np.float64), np.asarray(box.upper, np.float64)), spec)
     lo, hi = (np.asarray(t, np.float64).reshape(-1) for t in (box.lower, box.upper))
-    mags, (m_s, m_q), _ = magnitudes(weights64(params), lo, hi)
+    mags, (m_s, m_q), _ = magnitudes(weights64(params), lo, hi, spec.activation)
     cv = lambda iv, mg: Interval(*widen(np.asarray(iv.lower, np.float64), np.asarray(iv.upper, np.float64),
                                         np.reshape(mg, np.shape(iv.lower))))
     return NetworkBounds([cv(z, mg) for z, mg in zip(nb.pre, mags)], cv(nb.alloc_logits, m_s), cv(nb.pay_logits, m_q))
 
 
-def magnitudes(wts: Weights, lo, hi):
+def relu_only(spec: MechanismSpec, what: str) -> None:
+    if spec.activation != "relu":  # the CROWN and Planet relaxations here are ReLU's
+        raise ValueError(f"{what} relaxes ReLUs only; this mechanism's activation is {spec.activation!r} "
+                         f"(use method='ibp' here, or the branch-and-bound certifier, --solver bab)")
+
+
+def magnitudes(wts: Weights, lo, hi, activation: str = "relu"):
     """Interval magnitudes ``m_k >= |z_k|`` of every pre-activation over boxes (B, D), and of the
-    allocation and payment logits: the scale of :data:`OUTWARD` rounding."""
-    m = np.maximum(np.abs(lo), np.abs(hi))
-    out = []
-    for w, b in wts.trunk:
-        m = m @ np.abs(w) + np.abs(b)
+    allocation and payment logits: the scale of :data:`OUTWARD` rounding. ``|relu(z)| <= |z|``;
+    ``|tanh(z)| <= min(1, |z|)``."""
+    m, out = np.maximum(np.abs(lo), np.abs(hi)), []
+    for k, (w, b) in enumerate(wts.trunk):
+        m = (np.minimum(m, 1.0) if k and activation == "tanh" else m) @ np.abs(w) + np.abs(b)
         out.append(m)
+    m = np.minimum(m, 1.0) if activation == "tanh" else m
     heads = [m @ np.abs(w) + np.abs(b) for w, b in (wts.alloc, wts.pay)]
     return out, heads, m
 
@@ -222,6 +229,7 @@ def tighten(params: Params, spec: MechanismSpec, box: Interval, *, method: str =
         raise ValueError("bid box needs finite lower <= upper")
     if method == "ibp":
         return ibp64(params, spec, box)
+    relu_only(spec, f"bound method {method!r}")
     if prior is None:
         prior = select(crown_batch(params, spec, lo.reshape(1, n, m), hi.reshape(1, n, m)), 0)
     if method == "crown":
@@ -332,6 +340,7 @@ def crown_batch(params: Params, spec: MechanismSpec, lower, upper, extra: tuple 
       :class:`NetworkBounds` whose arrays carry a leading batch axis B; with ``extra``, the pair
       ``(bounds, Interval (B, K))``.
     """
+    relu_only(spec, "CROWN (crown_batch)")
     n, m = spec.n_agents, spec.n_items
     lo = np.asarray(lower, np.float64).reshape(len(lower), -1)
     hi = np.asarray(upper, np.float64).reshape(len(upper), -1)

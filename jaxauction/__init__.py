@@ -11,7 +11,7 @@ def versions() -> dict:
     import importlib.metadata as md
 
     out = {"jaxauction": __version__}
-    for pkg in ("jax", "jaxlib", "optax", "flax", "chex", "numpy"):
+    for pkg in ("jax", "jaxlib", "optax", "chex", "numpy"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -7,7 +7,9 @@ A checkpoint of ours is a directory holding
 
 Both are written to a temporary name and renamed, so a kill never leaves a half-written file.
 A reference network is a ``NAME.npz`` (PyTorch state_dict) beside ``NAME.json`` (see
-``../shared/reference/README.md``); :func:`load_mechanism` accepts either and returns the same
+``../shared/reference/README.md``); so is a published RegretNet network of optimaler (separate
+tanh towers, ``../shared/optimaler/README.md``, :func:`load_optimaler`; its JSON has
+``"alloc_layers"``). :func:`load_mechanism` accepts any of them and returns the same
 ``(params, spec, info)``.
 """
 from __future__ import annotations
@@ -81,14 +83,18 @@ def unflatten_like(template: Any, arrays: dict[str, np.ndarray], what: str = "ch
 
 
 def params_from_flat(arrays: dict[str, np.ndarray]) -> Params:
-    """Rebuild the mechanism pytree from ``flatten_tree`` output."""
-    n_layers = len({k.split("/")[1] for k in arrays if k.startswith("trunk/")})
+    """Rebuild the mechanism pytree from ``flatten_tree`` output (a shared trunk ``trunk/L/w``, or
+    separate towers ``alloc_tower/L/w`` and ``pay_tower/L/w``)."""
+    towers = ("alloc_tower", "pay_tower") if any(k.startswith("alloc_tower/") for k in arrays) else ("trunk",)
+
+    def layers(name):
+        n_layers = len({k.split("/")[1] for k in arrays if k.startswith(f"{name}/")})
+        return [{"w": arrays[f"{name}/{l}/w"], "b": arrays[f"{name}/{l}/b"]} for l in range(n_layers)]
+
     try:
-        return {
-            "trunk": [{"w": arrays[f"trunk/{l}/w"], "b": arrays[f"trunk/{l}/b"]} for l in range(n_layers)],
-            "alloc": {"w": arrays["alloc/w"], "b": arrays["alloc/b"]},
-            "pay": {"w": arrays["pay/w"], "b": arrays["pay/b"]},
-        }
+        return {**{t: layers(t) for t in towers},
+                "alloc": {"w": arrays["alloc/w"], "b": arrays["alloc/b"]},
+                "pay": {"w": arrays["pay/w"], "b": arrays["pay/b"]}}
     except KeyError as e:
         raise CheckpointError(f"mechanism weights lack array {e}") from None
 
@@ -176,14 +182,66 @@ def load_reference(npz_path: str | Path) -> tuple[Params, MechanismSpec, dict]:
     return params, spec, {"kind": "reference", "name": npz_path.stem, "prior": prior, "json": doc}
 
 
+def load_optimaler(npz_path: str | Path) -> tuple[Params, MechanismSpec, dict]:
+    """Load a published RegretNet network of optimaler (``NAME.npz`` + ``NAME.json``, see
+    ``../shared/optimaler/README.md``) into our pytree.
+
+    ``alloc_layers.{0..L-1}`` and ``pay_layers.{0..L-1}`` are PyTorch Linear layers (weight (out,
+    in), transposed here), tanh after every one but the last: two separate towers of ``L - 1``
+    hidden layers of width ``hidden`` (``alloc_tower``/``pay_tower``) and the heads ``alloc``/``pay``.
+    Allocation logits are row-major (N+1, M), softmax over the agents and a dummy last row; the
+    payment is ``sigmoid(q_i) * sum_j a_ij b_ij``: our spec ``activation="tanh"``,
+    ``towers="separate"``, ``allocation="softmax"``, ``payment="fractional_sigmoid"``.
+    Returns ``(params, spec, info)`` with ``info["json"]`` the whole JSON document.
+    """
+    npz_path = Path(npz_path)
+    if not npz_path.exists():
+        raise CheckpointError(f"optimaler network {npz_path} does not exist")
+    doc = _read_json(npz_path.with_suffix(".json"))
+    try:
+        n, m, width = int(doc["n_agents"]), int(doc["n_items"]), int(doc["hidden"])
+        n_alloc, n_pay = int(doc["alloc_layers"]), int(doc["pay_layers"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{npz_path.with_suffix('.json')}: lacks n_agents/n_items/hidden/alloc_layers/"
+                              f"pay_layers") from None
+    if n_alloc != n_pay or n_alloc < 2:
+        raise CheckpointError(f"{npz_path}: needs alloc_layers == pay_layers >= 2, got {n_alloc} and {n_pay}")
+    if doc.get("activation", "tanh") != "tanh":
+        raise CheckpointError(f"{npz_path}: unsupported activation {doc.get('activation')!r} (optimaler nets are tanh)")
+    spec = MechanismSpec(n_agents=n, n_items=m, hidden=(width,) * (n_alloc - 1), allocation="softmax",
+                         payment="fractional_sigmoid", payment_max=float(m), activation="tanh", towers="separate")
+    sd = _read_npz(npz_path)
+    lin = lambda name, l: {"w": sd[f"{name}.{l}.weight"].T.copy(), "b": sd[f"{name}.{l}.bias"]}
+    try:
+        params = {"alloc_tower": [lin("alloc_layers", l) for l in range(n_alloc - 1)],
+                  "pay_tower": [lin("pay_layers", l) for l in range(n_pay - 1)],
+                  "alloc": lin("alloc_layers", n_alloc - 1), "pay": lin("pay_layers", n_pay - 1)}
+    except KeyError as e:
+        raise CheckpointError(f"{npz_path}: missing state_dict entry {e}") from None
+    used = {f"{t}.{l}.{x}" for t, k in (("alloc_layers", n_alloc), ("pay_layers", n_pay))
+            for l in range(k) for x in ("weight", "bias")}
+    if set(sd) - used:
+        raise CheckpointError(f"{npz_path}: unexpected entries {sorted(set(sd) - used)[:5]} beyond the JSON's layers")
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
+    try:
+        check_params(params, spec)
+    except ValueError as e:
+        raise CheckpointError(f"{npz_path}: {e}") from None
+    prior = {"name": "uniform", "low": 0.0, "high": 1.0}
+    return params, spec, {"kind": "optimaler", "name": npz_path.stem, "prior": prior, "json": doc}
+
+
 def load_mechanism(path: str | Path) -> tuple[Params, MechanismSpec, dict]:
-    """Load a mechanism from a run directory, a checkpoint directory, or a reference ``.npz``.
+    """Load a mechanism from a run directory, a checkpoint directory, a reference ``.npz`` or an
+    optimaler ``.npz`` (its JSON has ``"alloc_layers"``).
 
     Returns ``(params, spec, info)``; ``info["prior"]`` describes the valuation prior.
     Raises :class:`CheckpointError` with the reason when anything is missing or inconsistent.
     """
     p = Path(path)
     if p.suffix == ".npz" and p.with_suffix(".json").exists() and not (p.parent / MECH_JSON).exists():
+        if "alloc_layers" in _read_json(p.with_suffix(".json")):
+            return load_optimaler(p)
         return load_reference(p)
     if p.is_file() and p.name in (MECH_NPZ, MECH_JSON):
         p = p.parent

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 from typing import Optional
 
-from jaxauction.mechanism import ALLOCATIONS, PAYMENTS, MechanismSpec
+from jaxauction.mechanism import ACTIVATIONS, ALLOCATIONS, PAYMENTS, TOWERS, MechanismSpec
 from jaxauction.priors import UniformPrior
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,12 @@ class Config:
         the misreport support (PGD projection, regularizer boxes, certification).
 
     Architecture (see ``mechanism.py``):
-      hidden: ReLU trunk widths; the paper's 1x2 nets are (128, 128), 2x2 nets (128, 128, 128).
+      hidden: trunk widths (of each tower when towers="separate"); the paper's 1x2 nets are
+        (128, 128), 2x2 nets (128, 128, 128); RegretNet's (100, 100).
+      activation: "relu" (certifiable by the MIP and the planar method) or "tanh" (RegretNet's
+        original nets; no ReLU-stability regularizer then: stability_weight must be 0).
+      towers: "shared" (one trunk feeds both heads) or "separate" (an allocation tower and a
+        payment tower, as RegretNet).
       allocation: "softmax" or "sparsemax".
       payment: "fractional" (hard sigmoid, IR by construction), "fractional_sigmoid" (logistic,
         the RegretNet teacher) or "free" (``clip(q, 0, payment_max)``; needs the IR penalty).
@@ -138,6 +143,8 @@ class Config:
     prior_high: tuple[float, ...] = (1.0,)
     # architecture
     hidden: tuple[int, ...] = (128, 128)
+    activation: str = "relu"
+    towers: str = "shared"
     allocation: str = "sparsemax"
     payment: str = "fractional"
     payment_max: Optional[float] = None
@@ -197,7 +204,8 @@ class Config:
         pmax = self.payment_max
         if pmax is None:
             pmax = float(sum(_per_item(self, "prior_high")))
-        return MechanismSpec(self.n_agents, self.n_items, tuple(self.hidden), self.allocation, self.payment, float(pmax))
+        return MechanismSpec(self.n_agents, self.n_items, tuple(self.hidden), self.allocation, self.payment, float(pmax),
+                             activation=self.activation, towers=self.towers)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
@@ -307,6 +315,13 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
            "final_eval_steps", "max_seconds")
     if any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"hidden: widths must be positive, got {cfg.hidden}")
+    if cfg.activation not in ACTIVATIONS:
+        raise ConfigError(f"activation: must be one of {ACTIVATIONS}, got {cfg.activation!r}")
+    if cfg.towers not in TOWERS:
+        raise ConfigError(f"towers: must be one of {TOWERS}, got {cfg.towers!r}")
+    if cfg.activation != "relu" and cfg.stability_weight > 0:
+        raise ConfigError(f"stability_weight: the ReLU-stability regularizer ({cfg.stability_loss!r}) needs "
+                          f"activation='relu', got activation={cfg.activation!r}; set stability_weight=0")
     if cfg.allocation not in ALLOCATIONS:
         raise ConfigError(f"allocation: must be one of {ALLOCATIONS}, got {cfg.allocation!r}")
     if cfg.payment not in PAYMENTS:

@@ -119,13 +119,16 @@ def init_state(cfg: Config, setup: Setup, data: jax.Array) -> TrainState:
 
 def uniform_biases(key: jax.Array, params: Params) -> Params:
     """``params`` with every bias redrawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (one key per layer)."""
-    layers = [*params["trunk"], params["alloc"], params["pay"]]
+    layers = mechanism.dense_layers(params)  # trunk (or both towers), alloc, pay
     keys = jax.random.split(key, len(layers))
     new = []
     for k, layer in zip(keys, layers):
         bound = 1.0 / np.sqrt(layer["w"].shape[0])
         new.append({**layer, "b": jax.random.uniform(k, layer["b"].shape, layer["b"].dtype, -bound, bound)})
-    return {**params, "trunk": new[:-2], "alloc": new[-2], "pay": new[-1]}
+    out, at = {**params, "alloc": new[-2], "pay": new[-1]}, 0
+    for name in mechanism.tower_keys(params):
+        out[name], at = new[at:at + len(params[name])], at + len(params[name])
+    return out
 
 
 def training_data(cfg: Config, setup: Setup) -> jax.Array:

@@ -143,13 +143,21 @@ def finding3_case(n_inert: int = 60) -> Case:
 # random and degenerate nets
 # ------------------------------------------------------------------------------------------------
 def random_params(spec: MechanismSpec, rng, bias_scale: float = 0.3) -> dict:
-    """Glorot-uniform weights, N(0, bias_scale^2) biases (float32)."""
+    """Glorot-uniform weights, N(0, bias_scale^2) biases (float32); shared trunk or separate towers
+    as ``spec.towers`` says."""
     widths = (spec.n_agents * spec.n_items,) + spec.hidden
 
     def dense(fi, fo):
         lim = np.sqrt(6.0 / (fi + fo))
         return rng.uniform(-lim, lim, (fi, fo)), bias_scale * rng.normal(size=fo)
 
+    if spec.towers == "separate":  # two towers of the same widths, drawn after each other
+        towers = {t: [layer(*dense(widths[k], widths[k + 1])) for k in range(len(spec.hidden))]
+                  for t in ("alloc_tower", "pay_tower")}
+        params = {**towers, "alloc": layer(*dense(spec.hidden[-1], (spec.n_agents + 1) * spec.n_items)),
+                  "pay": layer(*dense(spec.hidden[-1], spec.n_agents))}
+        mechanism.check_params(params, spec)
+        return params
     trunk = [dense(widths[k], widths[k + 1]) for k in range(len(spec.hidden))]
     return make_params(spec, trunk, dense(spec.hidden[-1], (spec.n_agents + 1) * spec.n_items),
                        dense(spec.hidden[-1], spec.n_agents))

@@ -78,3 +78,36 @@ def test_margin_loss_ignores_layer_scale_where_the_paper_loss_does_not():
     x, x_s = bounds.relu_stability_loss(params, box, spec), bounds.relu_stability_loss(scaled, box, spec)
     assert abs(float(x_s) - float(x)) > 1e-3
     assert set(bounds.STABILITY_LOSSES) == set(__import__("jaxauction.config").config.STABILITY_LOSSES)
+
+
+def test_ibp_tanh_and_separate_towers_contain_sampled_outputs():
+    """IBP for tanh (monotone) and separate towers: pre[l] is the allocation tower's layer l then the
+    payment tower's, i.e. the pre-activations of the block-diagonal trunk of certify.network."""
+    import pytest
+
+    from certify import network, tighten
+
+    for act in mechanism.ACTIVATIONS:
+        for towers in mechanism.TOWERS:
+            spec = MechanismSpec(n_agents=2, n_items=3, hidden=(16, 12), allocation="softmax",
+                                 payment="fractional_sigmoid", activation=act, towers=towers)
+            params = mechanism.init(jax.random.PRNGKey(1), spec)
+            v = jax.random.uniform(jax.random.PRNGKey(2), (2, 3))
+            box = bounds.agent_box(v, 1, jnp.zeros((2, 3)), jnp.ones((2, 3)))
+            nb = bounds.ibp(params, box, spec)
+            nb64 = tighten.ibp64(params, spec, box)
+            pts = jax.random.uniform(jax.random.PRNGKey(3), (4000, 3))
+            bids = np.asarray(jnp.broadcast_to(v, (4000, 2, 3)).at[:, 1, :].set(pts), np.float64)
+            zs, s, q = network.preactivations64(network.weights64(params), spec, bids)
+            for b in (nb, nb64):
+                assert [np.shape(z.lower)[-1] for z in b.pre] == [z.shape[-1] for z in zs]
+                for z, z_b in zip(zs, b.pre):
+                    assert np.all(z >= z_b.lower - 1e-5) and np.all(z <= z_b.upper + 1e-5)
+                assert np.all(s >= b.alloc_logits.lower - 1e-5) and np.all(s <= b.alloc_logits.upper + 1e-5)
+                assert np.all(q >= b.pay_logits.lower - 1e-5) and np.all(q <= b.pay_logits.upper + 1e-5)
+            if act == "tanh":
+                for loss in bounds.STABILITY_LOSSES.values():
+                    with pytest.raises(ValueError, match="ReLU-stability.*'tanh'"):
+                        loss(params, box, spec)
+                with pytest.raises(ValueError, match="ReLUs only.*--solver bab"):
+                    tighten.crown_batch(params, spec, np.asarray(box.lower)[None], np.asarray(box.upper)[None])

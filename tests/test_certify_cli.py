@@ -152,11 +152,11 @@ def test_license_refusal_is_a_one_line_error(ckpt, tmp_path, capsys, monkeypatch
     assert (tmp_path / "o" / "results.jsonl").read_text() == ""  # nothing recorded
 
 
-def test_softmax_mechanism_is_refused_before_any_work(tmp_path, capsys):
+def test_softmax_mechanism_is_refused_by_the_mip_before_any_work(tmp_path, capsys):
     pytest.importorskip("certify.regret")
     spec = MechanismSpec(n_agents=1, n_items=2, hidden=(8,), allocation="softmax", payment="free")
     checkpoints.save_mechanism(tmp_path / "ck", mechanism.init(jax.random.PRNGKey(0), spec), spec)
-    code = cli.main(["--ckpt", str(tmp_path / "ck"), "--out", str(tmp_path / "o")])
+    code = cli.main(["--ckpt", str(tmp_path / "ck"), "--solver", "mip", "--out", str(tmp_path / "o")])
     assert_one_line_error(code, None, capsys.readouterr().err, "softmax")
     assert not (tmp_path / "o").exists()
 

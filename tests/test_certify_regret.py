@@ -147,8 +147,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="NaN"):
         certify_point(bad, spec, v, 0)
     soft = MechanismSpec(n_agents=2, n_items=2, hidden=(8, 8), allocation="softmax", payment="free")
-    with pytest.raises(UnsupportedArchitecture, match="softmax"):
-        certify_point(params, soft, v, 0)
+    for solver in ("scip", "gurobi", "mip", "planar"):  # the MIP cannot encode softmax; bab (auto) can
+        with pytest.raises(UnsupportedArchitecture, match="softmax.*bab"):
+            certify_point(params, soft, v, 0, solver=solver)
     with pytest.raises(ValueError, match="solver"):
         certify_point(params, spec, v, 0, solver="cplex")
 
@@ -163,7 +164,7 @@ def test_gurobi_license_refusal_mentions_scip():
     with pytest.raises(licensing.LicenseLimitError, match="scip") as e:
         certify_point(params, spec, v, 0, solver="gurobi", pgd_steps=0, options=opts)
     assert "200" in str(e.value)
-    c = certify_point(params, spec, v, 0, solver="auto", pgd_steps=0, options=opts)  # falls back to SCIP
+    c = certify_point(params, spec, v, 0, solver="mip", pgd_steps=0, options=opts)  # falls back to SCIP
     assert c.solver == "scip" and c.status == "optimal"
 
 

@@ -92,3 +92,60 @@ def test_wrong_shapes_rejected():
     params = mechanism.init(jax.random.PRNGKey(0), MechanismSpec(n_agents=2, n_items=2, hidden=(4,)))
     with pytest.raises(ValueError, match="shape"):
         mechanism.check_params(params, spec)
+
+
+def test_spec_activation_and_towers_validated_and_round_trip():
+    with pytest.raises(ValueError, match="activation.*'sigmoid'"):
+        MechanismSpec(1, 2, activation="sigmoid")
+    with pytest.raises(ValueError, match="towers.*'three'"):
+        MechanismSpec(1, 2, towers="three")
+    spec = MechanismSpec(2, 3, (8, 4), "softmax", "fractional_sigmoid", activation="tanh", towers="separate")
+    assert MechanismSpec.from_dict(spec.to_dict()) == spec
+    old = MechanismSpec(2, 3).to_dict()
+    del old["activation"], old["towers"]          # a spec written before the fields existed
+    s = MechanismSpec.from_dict(old)
+    assert (s.activation, s.towers) == ("relu", "shared") and s == MechanismSpec(2, 3)
+
+
+@pytest.mark.parametrize("act", mechanism.ACTIVATIONS)
+def test_separate_towers_save_load_and_check(tmp_path, act):
+    spec = MechanismSpec(n_agents=2, n_items=2, hidden=(6, 5), allocation="softmax", payment="fractional_sigmoid",
+                         activation=act, towers="separate")
+    params = mechanism.init(jax.random.PRNGKey(0), spec)
+    assert set(params) == {"alloc_tower", "pay_tower", "alloc", "pay"}
+    assert params["alloc"]["w"].shape == (5, 6) and params["pay"]["w"].shape == (5, 2)
+    save_mechanism(tmp_path / "ck", params, spec)
+    p2, s2, _ = load_mechanism(tmp_path / "ck")
+    assert s2 == spec
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.tree_util.tree_map(np.asarray, params), p2)
+    # the alloc head reads only the alloc tower, the pay head only the pay tower
+    b = jax.random.uniform(jax.random.PRNGKey(1), (16, 2, 2))
+    a, p = mechanism.apply(params, b, spec)
+    bumped = {**params, "pay_tower": jax.tree_util.tree_map(lambda x: x + 1.0, params["pay_tower"])}
+    a2, p2_ = mechanism.apply(bumped, b, spec)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(a2))
+    assert np.abs(np.asarray(p) - np.asarray(p2_)).max() > 1e-4
+    if act == "tanh":  # the activation is applied: bounded features
+        assert np.abs(np.asarray(mechanism.trunk(params, b.reshape(16, 4) * 100, spec))).max() <= 1.0
+    with pytest.raises(ValueError, match="alloc_tower/pay_tower/alloc/pay"):
+        mechanism.check_params(mechanism.init(jax.random.PRNGKey(0), MechanismSpec(2, 2, (6, 5))), spec)
+    short = {**params, "pay_tower": params["pay_tower"][:1]}
+    with pytest.raises(ValueError, match="1 pay_tower layers"):
+        mechanism.check_params(short, spec)
+
+
+def test_campaign_manifest_written_before_the_spec_fields_still_resumes(tmp_path):
+    from certify.campaign import results
+    from certify.campaign.errors import ManifestError
+
+    spec = MechanismSpec(1, 2)
+    m = {"ckpt": "x", "weights_sha256": "a" * 64, "setting": {"spec": spec.to_dict(), "prior": {"name": "uniform"}},
+         "seed": 0, "profiles": {}, "solver": "mip", "time_limit": 1}
+    old = json.loads(json.dumps(m))
+    del old["setting"]["spec"]["activation"], old["setting"]["spec"]["towers"]
+    (tmp_path / results.MANIFEST).write_text(json.dumps(old))
+    (tmp_path / results.RESULTS).write_text("{}\n")
+    assert results.check_or_write_manifest(tmp_path, m) == old
+    m["setting"]["spec"]["activation"] = "tanh"
+    with pytest.raises(ManifestError, match="setting"):
+        results.check_or_write_manifest(tmp_path, m)

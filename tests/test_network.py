@@ -1,12 +1,15 @@
 """The float64 twin (certify.network) is the function jaxauction.mechanism.apply computes.
 
-For every allocation x payment combination of ``mechanism.ALLOCATIONS`` x ``mechanism.PAYMENTS``:
-the twin agrees with ``apply`` in float32 to ~1e-5 relative, and with ``apply`` traced in float64
-(``jax.enable_x64``) to ~1e-12, on random nets and bids (negative bids included). Plus the
-sparsemax twin against ``mechanism.sparsemax`` and hand-computed projections.
+For every activation x towers x allocation x payment combination of ``mechanism.ACTIVATIONS`` x
+``mechanism.TOWERS`` x ``mechanism.ALLOCATIONS`` x ``mechanism.PAYMENTS``: the twin agrees with
+``apply`` in float32 to ~1e-5 relative, and with ``apply`` traced in float64 (``jax.enable_x64``)
+to ~1e-12, on random nets and bids (negative bids included). Separate towers: ``weights64`` is the
+block-diagonal shared trunk, and ``forward64`` equals a direct two-tower numpy computation. Plus
+the sparsemax twin against ``mechanism.sparsemax`` and hand-computed projections.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import jax
@@ -20,10 +23,12 @@ from jaxauction import mechanism
 from jaxauction.mechanism import MechanismSpec
 
 COMBOS = list(itertools.product(mechanism.ALLOCATIONS, mechanism.PAYMENTS))
+ARCHS = list(itertools.product(mechanism.ACTIVATIONS, mechanism.TOWERS))
 
 
-def random_case(alloc, pay, seed, n=2, m=3, hidden=(16, 8), scale=1.0):
-    spec = MechanismSpec(n_agents=n, n_items=m, hidden=hidden, allocation=alloc, payment=pay)
+def random_case(alloc, pay, seed, n=2, m=3, hidden=(16, 8), scale=1.0, activation="relu", towers="shared"):
+    spec = MechanismSpec(n_agents=n, n_items=m, hidden=hidden, allocation=alloc, payment=pay,
+                         activation=activation, towers=towers)
     rng = np.random.default_rng(seed)
     params = _nets.random_params(spec, rng)
     if scale != 1.0:
@@ -42,8 +47,10 @@ def _apply64(params, spec, bids):
 
 @pytest.mark.parametrize("scale", [1.0, 4.0], ids=["glorot", "x4"])
 @pytest.mark.parametrize("alloc,pay", COMBOS, ids=[f"{a}-{p}" for a, p in COMBOS])
-def test_forward64_matches_apply(alloc, pay, scale):
-    params, spec, bids = random_case(alloc, pay, seed=COMBOS.index((alloc, pay)), scale=scale)
+@pytest.mark.parametrize("act,towers", ARCHS, ids=[f"{a}-{t}" for a, t in ARCHS])
+def test_forward64_matches_apply(act, towers, alloc, pay, scale):
+    params, spec, bids = random_case(alloc, pay, seed=COMBOS.index((alloc, pay)) + 10 * ARCHS.index((act, towers)),
+                                     scale=scale, activation=act, towers=towers)
     w = network.weights64(params)
     a64, p64 = network.forward64(w, spec, bids)
     assert a64.shape == (len(bids), spec.n_agents, spec.n_items) and p64.shape == (len(bids), spec.n_agents)
@@ -86,6 +93,57 @@ def test_forward64_single_profile_and_round_trip(alloc, pay):
     for x, y in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(params)):
         assert x.dtype == np.float32
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("act", mechanism.ACTIVATIONS)
+def test_separate_towers_are_the_block_diagonal_trunk(act):
+    params, spec, bids = random_case("softmax", "fractional_sigmoid", seed=3, hidden=(6, 5, 4), activation=act,
+                                     towers="separate")
+    w = network.weights64(params)
+    f = lambda a: np.asarray(a, np.float64)
+    ta, tp = params["alloc_tower"], params["pay_tower"]
+    # the structure: [A_1 | P_1], then blockdiag(A_l, P_l); heads [W_a; 0] and [0; W_p]
+    np.testing.assert_array_equal(w.trunk[0][0], np.hstack([f(ta[0]["w"]), f(tp[0]["w"])]))
+    for k in range(1, len(spec.hidden)):
+        wk, h0, h1 = w.trunk[k][0], spec.hidden[k - 1], spec.hidden[k]
+        assert wk.shape == (2 * h0, 2 * h1)
+        np.testing.assert_array_equal(wk[:h0, :h1], f(ta[k]["w"]))
+        np.testing.assert_array_equal(wk[h0:, h1:], f(tp[k]["w"]))
+        assert not wk[:h0, h1:].any() and not wk[h0:, :h1].any()
+    for k in range(len(spec.hidden)):
+        np.testing.assert_array_equal(w.trunk[k][1], np.concatenate([f(ta[k]["b"]), f(tp[k]["b"])]))
+    h = spec.hidden[-1]
+    np.testing.assert_array_equal(w.alloc[0][:h], f(params["alloc"]["w"]))
+    np.testing.assert_array_equal(w.pay[0][h:], f(params["pay"]["w"]))
+    assert not w.alloc[0][h:].any() and not w.pay[0][:h].any()
+    # forward64 is the direct two-tower computation
+    act64 = np.tanh if act == "tanh" else (lambda z: np.maximum(z, 0.0))
+    x = bids.reshape(len(bids), -1)
+    g, k_ = x, x
+    for la, lp in zip(ta, tp):
+        g, k_ = act64(g @ f(la["w"]) + f(la["b"])), act64(k_ @ f(lp["w"]) + f(lp["b"]))
+    s = (g @ f(params["alloc"]["w"]) + f(params["alloc"]["b"])).reshape(-1, spec.n_agents + 1, spec.n_items)
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    a_want = (e / e.sum(axis=1, keepdims=True))[:, : spec.n_agents]
+    q = k_ @ f(params["pay"]["w"]) + f(params["pay"]["b"])
+    p_want = 1 / (1 + np.exp(-q)) * np.sum(a_want * bids, axis=-1)
+    a64, p64 = network.forward64(w, spec, bids)
+    np.testing.assert_allclose(a64, a_want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(p64, p_want, rtol=1e-12, atol=1e-14)
+    # trunk / heads of mechanism compose to the same features; params_from gives the equivalent
+    # shared-trunk pytree (the same function)
+    feats = np.asarray(mechanism.trunk(params, jnp.asarray(x, jnp.float32), spec), np.float64)
+    np.testing.assert_allclose(feats, network.trunk64(w, x, activation=act), rtol=1e-5, atol=1e-6)
+    merged = network.params_from(w)
+    assert set(merged) == {"trunk", "alloc", "pay"}
+    shared = dataclasses.replace(spec, hidden=tuple(2 * h_ for h_ in spec.hidden), towers="shared")
+    mechanism.check_params(merged, shared)
+    a_m, p_m = mechanism.apply(merged, jnp.asarray(bids, jnp.float32), shared)
+    np.testing.assert_allclose(np.asarray(a_m), a64, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(p_m), p64, rtol=1e-5, atol=2e-6)
+    # digest distinguishes the towers' leaves (and works on the separate pytree)
+    swapped = {**params, "alloc_tower": params["pay_tower"], "pay_tower": params["alloc_tower"]}
+    assert network.digest(params) != network.digest(swapped)
 
 
 def test_head_constants_come_from_mechanism():

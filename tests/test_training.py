@@ -297,3 +297,35 @@ def test_margin_stability_loss_trains_toward_fewer_unstable_neurons():
     assert before > 3.0 and after < 0.8 * before, (before, after)
     with pytest.raises(ConfigError, match="stability_loss"):
         validate(dataclasses.replace(cfg, stability_loss="tanh"), check_files=False)
+
+
+def test_regretnet_separate_tanh_towers_train():
+    """RegretNet's own architecture (configs/regretnet_*.py): separate tanh towers, softmax, logistic
+    payment, no stability regularizer. A few steps run, stay finite and move both towers; uniform
+    biases reach every layer of both towers; a ReLU-stability regularizer on tanh is refused."""
+    from jaxauction import config_io
+
+    for name in ("regretnet_1x2", "regretnet_2x2"):
+        spec = validate(config_io.load_config(name)).spec()
+        assert (spec.activation, spec.towers, spec.hidden) == ("tanh", "separate", (100, 100))
+    cfg = dataclasses.replace(TINY, hidden=(16, 16), activation="tanh", towers="separate", allocation="softmax",
+                              payment="fractional_sigmoid", stability_weight=0.0, bias_init="uniform")
+    validate(cfg)
+    setup = training.make_setup(cfg)
+    data = training.training_data(cfg, setup)
+    state = training.init_state(cfg, setup, data)
+    first = jax.tree_util.tree_map(np.array, state.params)  # the step donates its input buffers
+    mechanism.check_params(first, setup.spec)
+    assert all(np.any(np.asarray(l["b"]) != 0) for l in mechanism.dense_layers(first))
+    step = training.make_train_step(cfg)
+    for s in range(4):
+        state, m = step(state, data, jnp.asarray(training.batch_indices(0, s, 2048, 256)), None)
+        assert bool(m["finite"])
+    for key in ("alloc_tower", "pay_tower"):
+        assert np.abs(np.asarray(state.params[key][0]["w"]) - np.asarray(first[key][0]["w"])).max() > 0
+    with pytest.raises(ConfigError, match="stability_weight.*activation='tanh'"):
+        validate(dataclasses.replace(cfg, stability_weight=0.0025), check_files=False)
+    with pytest.raises(ConfigError, match="towers"):
+        validate(dataclasses.replace(cfg, towers="both"), check_files=False)
+    with pytest.raises(ConfigError, match="activation"):
+        validate(dataclasses.replace(cfg, activation="gelu", stability_weight=0.0), check_files=False)

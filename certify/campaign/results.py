@@ -180,7 +180,7 @@ def check_or_write_manifest(out_dir: Path, manifest: dict) -> dict:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ManifestError(f"{path} is unreadable ({e}); use another --out") from None
-    diffs = [k for k in MATCH_KEYS if _canon(old.get(k)) != _canon(manifest.get(k))]
+    diffs = [k for k in MATCH_KEYS if _canon(_spec_defaults(old, k)) != _canon(manifest.get(k))]
     if diffs:
         what = "; ".join(f"{k}: {_short(old.get(k))} there vs {_short(manifest.get(k))} now" for k in diffs)
         raise ManifestError(f"{out_dir} was created for a different run ({what}; checkpoint there: "
@@ -203,6 +203,20 @@ def resume(out_dir: Path, manifest: dict, profiles: np.ndarray) -> dict[tuple[in
             raise ManifestError(f"{out_dir / RESULTS}: point {p} was certified at other valuations "
                                 f"than this run's profile {p}; use another --out")
     return existing
+
+
+def _spec_defaults(manifest: dict, key: str):
+    """``manifest[key]``; for the setting, its spec with the defaults of MechanismSpec fields added
+    since the manifest was written (activation, towers), so that older runs still resume."""
+    x = manifest.get(key)
+    if key != "setting" or not isinstance(x, dict) or not isinstance(x.get("spec"), dict):
+        return x
+    from jaxauction.mechanism import MechanismSpec
+
+    try:
+        return {**x, "spec": MechanismSpec.from_dict(x["spec"]).to_dict()}
+    except (TypeError, ValueError):
+        return x
 
 
 def _canon(x):

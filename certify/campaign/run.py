@@ -16,15 +16,12 @@ from jaxauction import checkpoints
 
 
 def check_certifiable(spec, solver: str = "auto") -> None:
-    """Refuse, before any work, a mechanism the MIP core cannot encode (e.g. a softmax allocation),
-    or one outside what ``solver="planar"`` handles (free payment, 2 items)."""
-    from certify import planar
-    from certify.mip.encoders import check_supported
+    """Refuse, before any work, a mechanism that ``solver`` cannot certify (e.g. a softmax
+    allocation with a MIP solver, or 3 items with "planar"; :func:`certify.methods.check`)."""
+    from certify import methods
 
     try:
-        check_supported(spec)
-        if solver == "planar":
-            planar.check(spec)
+        methods.pick(spec, solver)
     except ValueError as e:
         raise RunError(str(e)) from None
 
@@ -79,6 +76,10 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
         raise RunError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if certify_fn is None:
         check_certifiable(spec, solver)
+        if progress:
+            from certify import methods
+
+            print(methods.describe(spec, solver), flush=True)
     if workers < 1:
         raise RunError(f"workers must be >= 1, got {workers}")
     if time_limit is not None and not time_limit > 0:

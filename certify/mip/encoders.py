@@ -62,14 +62,20 @@ class UnsupportedArchitecture(ValueError):
 
 
 def check_supported(spec: MechanismSpec) -> None:
+    """Unless every piece has an exact MIP encoding, raise :class:`UnsupportedArchitecture` (separate
+    ReLU towers are encoded as the block-diagonal shared trunk of ``certify.network.weights64``)."""
+    if spec.activation != "relu":
+        raise UnsupportedArchitecture(
+            f"unsupported architecture: activation={spec.activation!r} is not piecewise linear, so it has "
+            f"no exact MIP encoding; only 'relu' trunks can be certified by the MIP (use --solver bab)")
     if spec.allocation != "sparsemax":
         raise UnsupportedArchitecture(
             f"unsupported architecture: allocation={spec.allocation!r} is not piecewise linear, so it has "
-            f"no exact MIP encoding; only 'sparsemax' allocations can be certified")
+            f"no exact MIP encoding; only 'sparsemax' allocations can be certified by the MIP (use --solver bab)")
     if spec.payment not in ("fractional", "free"):
         raise UnsupportedArchitecture(
             f"unsupported architecture: payment={spec.payment!r} (a smooth sigmoid) has no exact MIP "
-            f"encoding; certifiable payments are 'fractional' (hard sigmoid) and 'free' (clipped)")
+            f"encoding; the MIP certifies 'fractional' (hard sigmoid) and 'free' (clipped) payments (use --solver bab)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -110,7 +110,9 @@ class Regions(NamedTuple):
 
 
 def check(spec: MechanismSpec) -> None:
-    """Raise :class:`PlanarError` unless ``spec`` is a free-payment mechanism with 2 items."""
+    """Raise :class:`PlanarError` unless ``spec`` is a free-payment sparsemax ReLU mechanism with 2
+    items (shared or separate towers: the latter are the block-diagonal shared trunk of
+    ``certify.network.weights64``)."""
     if spec.n_items != 2:
         raise PlanarError(f"the planar method needs 2 items (a 2-D bid box); this mechanism has {spec.n_items}: "
                           f"{_MIP_HINT}")
@@ -118,7 +120,11 @@ def check(spec: MechanismSpec) -> None:
         raise PlanarError(f"the planar method needs the free (clipped linear) payment: with the {spec.payment!r} "
                           f"payment the utility is not piecewise affine; {_MIP_HINT}")
     if spec.allocation != "sparsemax":
-        raise PlanarError(f"the planar method needs a sparsemax allocation, got {spec.allocation!r}")
+        raise PlanarError(f"the planar method needs a sparsemax allocation, got {spec.allocation!r} "
+                          f"(use --solver bab)")
+    if spec.activation != "relu":
+        raise PlanarError(f"the planar method needs a ReLU trunk (piecewise affine), got activation="
+                          f"{spec.activation!r} (use --solver bab)")
 
 
 def enumerate_regions(w: Weights, spec: MechanismSpec, profile, agent: int, lo_i, hi_i,

@@ -1,0 +1,187 @@
+"""Batched input-space branch and bound in JAX: ``max u_i(x)`` over agent i's bid box.
+
+The search keeps a pool of open boxes, each with a proven upper bound
+(:func:`certify.linbound.bound_boxes`). Every round it takes the ``batch / 2`` open boxes with the
+largest bounds (best first), bisects each, and bounds all children in one jitted, vmapped call,
+which also evaluates the utility at every child's centre (``mechanism.apply`` in float64: the
+candidate misreports). Then
+
+    lower = best utility evaluated,      upper = max(open bounds, pruned bounds, lower)
+
+is a valid bracket of ``max_x u_i``: every point of the root box lies in an open box, a pruned
+one, or a bisected one whose children cover it. A child whose bound is at most
+``lower + gap / 2`` is pruned (its bound is remembered in ``upper``). The search stops when
+``upper - lower <= gap`` ("optimal"), at the deadline ("time_limit") or when the pool would exceed
+``max_open`` boxes ("gap_open"): the bounds reached are reported either way.
+
+Branching (``branching``): ``"longest"`` bisects the widest edge relative to the root box;
+``"slope"`` the edge with the largest ``|a_j| (xu_j - xl_j)``, ``a`` the linear part of the
+box's utility bound (the direction in which the bound changes most, so one child is likely to be
+pruned). ``bench/bab_branching.py`` measures both; the default is the faster one there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from certify import linbound
+from certify.network import Weights
+from jaxauction import mechanism
+from jaxauction.mechanism import MechanismSpec
+
+BRANCHING = ("longest", "slope")
+
+
+@dataclasses.dataclass
+class BabResult:
+    """What :func:`maximize` proved: ``best_u <= max_x u_i(x) <= upper``."""
+
+    upper: float
+    best_u: float
+    best_b: np.ndarray
+    status: str          # "optimal" | "time_limit" | "gap_open"
+    boxes: int           # boxes bounded
+    rounds: int
+    open: int            # open boxes left
+    seconds: float
+    message: str = ""
+
+
+def shared_params(w: Weights) -> dict:
+    """The float64 weights as a shared-trunk params pytree (separate towers are block-diagonal)."""
+    return {"trunk": [{"w": a, "b": b} for a, b in w.trunk], "alloc": {"w": w.alloc[0], "b": w.alloc[1]},
+            "pay": {"w": w.pay[0], "b": w.pay[1]}}
+
+
+def shared_spec(spec: MechanismSpec) -> MechanismSpec:
+    """``spec`` for :func:`shared_params` (same function)."""
+    if getattr(spec, "towers", "shared") != "shared":
+        return dataclasses.replace(spec, towers="shared", hidden=tuple(2 * h for h in spec.hidden))
+    return spec
+
+
+def _split(pl, pu, pa, width0, branching, levels):
+    """Bisect every box ``levels`` times (each time along its best edge): 2^levels pieces each."""
+    for _ in range(levels):
+        k = len(pl)
+        score = (pu - pl) / width0 if branching == "longest" else np.abs(pa) * (pu - pl) + 1e-300 * (pu - pl)
+        score = np.where(pu > pl, score, -1.0)
+        dim = np.argmax(score, axis=1)
+        rows = np.arange(k)
+        cut = (pl[rows, dim] + pu[rows, dim]) / 2
+        left_u, right_l = pu.copy(), pl.copy()
+        left_u[rows, dim] = cut
+        right_l[rows, dim] = cut
+        pl, pu, pa = np.concatenate([pl, right_l]), np.concatenate([left_u, pu]), np.concatenate([pa, pa])
+    return pl, pu
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _round(net, params64, xl, xu, fixed, vals, onehot, spec):
+    """Bounds of a batch of boxes and the utility at their centres (the agent is the one-hot
+    ``onehot`` (N,), an array, so one compilation serves every agent)."""
+    ub, au = linbound.bound_boxes(net, xl, xu, fixed, vals, spec)
+    mid = (xl + xu) / 2
+    n, m = spec.n_agents, spec.n_items
+    prof = fixed.reshape(-1, n, m) + onehot[None, :, None] * mid[:, None, :]
+    a, p = mechanism.apply(params64, prof, shared_spec(spec))
+    u = jnp.einsum("bnm,n,bm->b", a, onehot, vals) - p @ onehot
+    return ub, au, u
+
+
+class Problem:
+    """One (profile, agent) to maximize: the compiled weights and the jitted round."""
+
+    def __init__(self, w: Weights, spec: MechanismSpec, v, agent: int, batch: int = 1024):
+        self.spec, self.agent, self.batch = spec, int(agent), int(batch)
+        self.v = np.asarray(v, np.float64)
+        self.net = linbound.compile_net(w, spec, self.agent)
+        self.params64 = shared_params(w)
+        fixed = self.v.copy()
+        fixed[self.agent] = 0.0
+        self.fixed = fixed.reshape(-1)
+        self.vals = self.v[self.agent]
+
+    def bound(self, xl: np.ndarray, xu: np.ndarray):
+        """``(upper (B,), slope (B, M), centre utility (B,))`` for boxes (B, M). Every call is padded
+        to ``batch`` boxes (one compilation per network; a padded call costs what a full one does)."""
+        b = len(xl)
+        size = max(b, self.batch)
+        pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - b, 0)]) if size > b else a
+        with jax.enable_x64(True):
+            out = _round(self.net, self.params64, jnp.asarray(pad(xl)), jnp.asarray(pad(xu)),
+                         jnp.asarray(np.tile(self.fixed, (size, 1))), jnp.asarray(np.tile(self.vals, (size, 1))),
+                         jnp.asarray(np.eye(self.spec.n_agents)[self.agent]), self.spec)
+            ub, au, u = (np.asarray(t, np.float64)[:b] for t in out)
+        return ub, au, u
+
+
+def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None, gap: float = 1e-6,
+             deadline: float | None = None, branching: str = "longest",
+             max_open: int = 2_000_000, progress=None) -> BabResult:
+    """Branch and bound ``max u_i`` over ``[lo_i, hi_i]`` (module docstring).
+
+    Args:
+      problem: the (profile, agent).
+      lo_i, hi_i: (M,) agent i's bid box.
+      inc_u, inc_b: a known bid and its utility (e.g. from gradient ascent), if any.
+      gap: stop when ``upper - lower <= gap`` (absolute).
+      deadline: ``time.perf_counter()`` value to stop at.
+      branching: one of :data:`BRANCHING`.
+      max_open: stop ("gap_open") before the pool of open boxes exceeds this.
+      progress: optional callable ``(lower, upper, open_boxes)`` called every round.
+    """
+    if branching not in BRANCHING:
+        raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
+    if not gap > 0:
+        raise ValueError(f"gap must be positive, got {gap}")
+    t0 = time.perf_counter()
+    lo_i, hi_i = np.asarray(lo_i, np.float64), np.asarray(hi_i, np.float64)
+    width0 = np.where(hi_i > lo_i, hi_i - lo_i, 1.0)
+    xl, xu = lo_i[None].copy(), hi_i[None].copy()
+    ub, au, u = problem.bound(xl, xu)
+    best_u, best_b = float(inc_u), (None if inc_b is None else np.asarray(inc_b, np.float64).copy())
+    if u[0] > best_u or best_b is None:
+        best_u, best_b = float(u[0]), (xl[0] + xu[0]) / 2
+    pruned, boxes, rounds = -np.inf, 1, 0
+    status, msg = "optimal", ""
+    batch = problem.batch
+    half = max(1, batch // 2)
+    while True:
+        keep = ub > best_u + gap / 2
+        if not np.all(keep):
+            pruned = max(pruned, float(ub[~keep].max()))
+            xl, xu, ub, au = xl[keep], xu[keep], ub[keep], au[keep]
+        upper = max(float(ub.max()) if len(ub) else -np.inf, pruned, best_u)
+        if progress is not None:
+            progress(best_u, upper, len(ub))
+        if upper - best_u <= gap:
+            break
+        if deadline is not None and time.perf_counter() > deadline:
+            status, msg = "time_limit", f"time limit with {len(ub)} open boxes"
+            break
+        if len(ub) + half > max_open:
+            status, msg = "gap_open", f"stopped at {len(ub)} open boxes (max_open {max_open})"
+            break
+        k = min(half, len(ub))
+        top = np.argpartition(-ub, k - 1)[:k] if k < len(ub) else np.arange(len(ub))
+        rest = np.ones(len(ub), bool)
+        rest[top] = False
+        # a small pool: cut each box into 2^levels pieces, so that a round fills the batch
+        levels = max(1, int(np.log2(max(1, batch // k))))
+        cl, cu = _split(xl[top], xu[top], au[top], width0, branching, levels)
+        cub, cau, cval = problem.bound(cl, cu)
+        boxes += len(cl)
+        rounds += 1
+        j = int(np.argmax(cval))
+        if cval[j] > best_u:
+            best_u, best_b = float(cval[j]), (cl[j] + cu[j]) / 2
+        xl, xu = np.concatenate([xl[rest], cl]), np.concatenate([xu[rest], cu])
+        ub, au = np.concatenate([ub[rest], cub]), np.concatenate([au[rest], cau])
+    return BabResult(upper=upper, best_u=best_u, best_b=best_b, status=status, boxes=boxes, rounds=rounds,
+                     open=int(len(ub)), seconds=time.perf_counter() - t0, message=msg)
