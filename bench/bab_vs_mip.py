@@ -41,9 +41,11 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="mip,bab", help="comma-separated solvers (default mip,bab)")
     ap.add_argument("--branching", default="longest", help="bab branching rule (longest, slope)")
     ap.add_argument("--batch", type=int, default=512, help="bab boxes per call")
+    ap.add_argument("--backward", choices=["auto", "on", "off"], default="auto",
+                    help="bab's back-substitution (auto: on for tanh nets)")
     args = ap.parse_args(argv)
     methods = args.methods.split(",")
-    opts = CertifyOptions(bab_branching=args.branching, bab_batch=args.batch)
+    opts = CertifyOptions(bab_branching=args.branching, bab_batch=args.batch, bab_backward={"auto": None, "on": True, "off": False}[args.backward])
     print(f"| network | pairs | " + " | ".join(f"{m} search s (median / mean)" for m in methods)
           + " | ratio of means | proven | max diff upper |")
     print("| --- | --- | " + " | ".join("---" for _ in methods) + " | --- | --- | --- |")

@@ -50,6 +50,7 @@ class BabResult:
     open: int            # open boxes left
     seconds: float
     message: str = ""
+    leaves: tuple = ()   # (xl (L, M), xu (L, M), ub (L,)): the final partition, open and pruned boxes
 
 
 def shared_params(w: Weights) -> dict:
@@ -81,11 +82,11 @@ def _split(pl, pu, pa, width0, branching, levels):
     return pl, pu
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _round(net, params64, xl, xu, fixed, vals, onehot, spec):
+@functools.partial(jax.jit, static_argnames=("spec", "backward"))
+def _round(net, params64, xl, xu, fixed, vals, onehot, spec, backward):
     """Bounds of a batch of boxes and the utility at their centres (the agent is the one-hot
     ``onehot`` (N,), an array, so one compilation serves every agent)."""
-    ub, au = linbound.bound_boxes(net, xl, xu, fixed, vals, spec)
+    ub, au = linbound.bound_boxes(net, xl, xu, fixed, vals, spec, backward)
     mid = (xl + xu) / 2
     n, m = spec.n_agents, spec.n_items
     prof = fixed.reshape(-1, n, m) + onehot[None, :, None] * mid[:, None, :]
@@ -97,8 +98,8 @@ def _round(net, params64, xl, xu, fixed, vals, onehot, spec):
 class Problem:
     """One (profile, agent) to maximize: the compiled weights and the jitted round."""
 
-    def __init__(self, w: Weights, spec: MechanismSpec, v, agent: int, batch: int = 1024):
-        self.spec, self.agent, self.batch = spec, int(agent), int(batch)
+    def __init__(self, w: Weights, spec: MechanismSpec, v, agent: int, batch: int = 1024, backward: bool = True):
+        self.spec, self.agent, self.batch, self.backward = spec, int(agent), int(batch), bool(backward)
         self.v = np.asarray(v, np.float64)
         self.net = linbound.compile_net(w, spec, self.agent)
         self.params64 = shared_params(w)
@@ -116,14 +117,14 @@ class Problem:
         with jax.enable_x64(True):
             out = _round(self.net, self.params64, jnp.asarray(pad(xl)), jnp.asarray(pad(xu)),
                          jnp.asarray(np.tile(self.fixed, (size, 1))), jnp.asarray(np.tile(self.vals, (size, 1))),
-                         jnp.asarray(np.eye(self.spec.n_agents)[self.agent]), self.spec)
+                         jnp.asarray(np.eye(self.spec.n_agents)[self.agent]), self.spec, self.backward)
             ub, au, u = (np.asarray(t, np.float64)[:b] for t in out)
         return ub, au, u
 
 
 def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None, gap: float = 1e-6,
              deadline: float | None = None, branching: str = "longest",
-             max_open: int = 2_000_000, progress=None) -> BabResult:
+             max_open: int = 2_000_000, max_boxes: int | None = None, progress=None) -> BabResult:
     """Branch and bound ``max u_i`` over ``[lo_i, hi_i]`` (module docstring).
 
     Args:
@@ -134,6 +135,7 @@ def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None
       deadline: ``time.perf_counter()`` value to stop at.
       branching: one of :data:`BRANCHING`.
       max_open: stop ("gap_open") before the pool of open boxes exceeds this.
+      max_boxes: stop ("gap_open") once this many boxes have been bounded (None: no limit).
       progress: optional callable ``(lower, upper, open_boxes)`` called every round.
     """
     if branching not in BRANCHING:
@@ -149,6 +151,7 @@ def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None
     if u[0] > best_u or best_b is None:
         best_u, best_b = float(u[0]), (xl[0] + xu[0]) / 2
     pruned, boxes, rounds = -np.inf, 1, 0
+    gone = []                       # pruned boxes (xl, xu, ub): with the open ones, a partition
     status, msg = "optimal", ""
     batch = problem.batch
     half = max(1, batch // 2)
@@ -156,6 +159,7 @@ def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None
         keep = ub > best_u + gap / 2
         if not np.all(keep):
             pruned = max(pruned, float(ub[~keep].max()))
+            gone.append((xl[~keep], xu[~keep], ub[~keep]))
             xl, xu, ub, au = xl[keep], xu[keep], ub[keep], au[keep]
         upper = max(float(ub.max()) if len(ub) else -np.inf, pruned, best_u)
         if progress is not None:
@@ -167,6 +171,9 @@ def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None
             break
         if len(ub) + half > max_open:
             status, msg = "gap_open", f"stopped at {len(ub)} open boxes (max_open {max_open})"
+            break
+        if max_boxes is not None and boxes >= max_boxes:
+            status, msg = "gap_open", f"stopped after {boxes} boxes (max_boxes {max_boxes})"
             break
         k = min(half, len(ub))
         top = np.argpartition(-ub, k - 1)[:k] if k < len(ub) else np.arange(len(ub))
@@ -183,5 +190,42 @@ def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None
             best_u, best_b = float(cval[j]), (cl[j] + cu[j]) / 2
         xl, xu = np.concatenate([xl[rest], cl]), np.concatenate([xu[rest], cu])
         ub, au = np.concatenate([ub[rest], cub]), np.concatenate([au[rest], cau])
+    gone.append((xl, xu, ub))
+    leaves = tuple(np.concatenate([g[k] for g in gone]) for k in range(3))
     return BabResult(upper=upper, best_u=best_u, best_b=best_b, status=status, boxes=boxes, rounds=rounds,
-                     open=int(len(ub)), seconds=time.perf_counter() - t0, message=msg)
+                     open=int(len(ub)), seconds=time.perf_counter() - t0, message=msg, leaves=leaves)
+
+
+def leaf_margin(leaves, root_lo, root_hi, margin_root: float, margin_of, budget: int = 16) -> float:
+    """``E`` with ``max_x u_32(x) <= max_leaves (ub + E_leaf) <= upper + E``: the float32 margin of
+    the maximum, from margins of sub-boxes instead of the whole box.
+
+    ``margin_of(lo, hi)`` bounds ``|u_32 - u_R|`` on a sub-box (:mod:`certify.rounding`) and
+    ``margin_root`` on the whole box. The box is cut into cells, each with its own margin; a leaf
+    gets the largest margin of the cells it touches, so ``max over cells of (max ub of the leaves
+    touching the cell + the cell's margin)`` bounds ``u_32`` everywhere. Best first: the cell
+    attaining that maximum is bisected (longest edge) and its halves' margins computed, ``budget``
+    times. Returns the result minus ``max ub`` (so ``upper + E`` is the float32 bound)."""
+    xl, xu, ub = leaves
+    top_all = float(ub.max())
+    cells = [(np.asarray(root_lo, np.float64), np.asarray(root_hi, np.float64), float(margin_root))]
+
+    def value(cell):
+        lo, hi, e = cell
+        touch = np.all(xl <= hi, axis=1) & np.all(xu >= lo, axis=1)
+        return (float(ub[touch].max()) if np.any(touch) else -np.inf) + e
+
+    vals = [value(cells[0])]
+    for _ in range(max(0, budget // 2)):
+        k = int(np.argmax(vals))
+        lo, hi, e = cells[k]
+        d = int(np.argmax(hi - lo))
+        if not hi[d] > lo[d]:
+            break
+        cut = (lo[d] + hi[d]) / 2
+        a_hi, b_lo = hi.copy(), lo.copy()
+        a_hi[d], b_lo[d] = cut, cut
+        kids = [(lo, a_hi, min(e, float(margin_of(lo, a_hi)))), (b_lo, hi, min(e, float(margin_of(b_lo, hi))))]
+        cells[k:k + 1] = kids
+        vals[k:k + 1] = [value(c) for c in kids]
+    return max(0.0, max(vals) - top_all)

@@ -170,7 +170,7 @@ def check_invariants(c) -> None:
 
 
 def settle(*, search_status: str, upper_u: float | None, truthful_u: float, lower_u: float, margin64: float,
-           margin32: float, method_tol: float, **fields) -> Certificate:
+           margin32: float, method_tol: float, margin32_truthful: float | None = None, **fields) -> Certificate:
     """A :class:`Certificate` from a search's raw results, keeping every invariant.
 
     Args:
@@ -178,11 +178,15 @@ def settle(*, search_status: str, upper_u: float | None, truthful_u: float, lowe
         "gap_open" or "error".
       upper_u: proven upper bound on ``max_b u_R(b)`` over the box (None: nothing proven).
       truthful_u: the float64 twin's ``u_i(v)``; lower_u: its utility at the reported bid.
-      margin64: bound on ``|u_64 - u_R|`` at any bid of the box; margin32: on ``|u_32 - u_R|``.
+      margin64: bound on ``|u_64 - u_R|`` at any bid of the box; margin32: on ``|u_32 - u_R|``
+        wherever the maximum can be (the whole box, or the region :func:`certify.bab.hot_margin`
+        shows the others cannot reach); margin32_truthful: the same at the truthful bid (default
+        ``margin32``).
       method_tol: the method's own gap tolerance (MIP gap, enumeration tolerance).
       fields: the remaining :class:`Certificate` fields.
     """
-    margin = 2.0 * margin32 + margin64
+    m32_t = margin32 if margin32_truthful is None else margin32_truthful
+    margin = margin32 + m32_t + margin64
     lower = max(0.0, lower_u - truthful_u - 2.0 * margin64)
     msgs = [fields.pop("message", "")] if fields.get("message") else []
     fields.pop("message", None)
@@ -192,7 +196,7 @@ def settle(*, search_status: str, upper_u: float | None, truthful_u: float, lowe
         return Certificate(truthful_utility=truthful_u, regret_lower=lower, regret_upper=None, gap=None,
                            status=status, gap_tol=None, margin=margin, message="; ".join(msgs), **fields)
     exact = max(0.0, upper_u - truthful_u + margin64)
-    upper = max(exact, upper_u - truthful_u + margin64 + 2.0 * margin32)
+    upper = max(exact, upper_u - truthful_u + margin64 + margin32 + m32_t)
     gap_tol = method_tol + margin + 2.0 * margin64
     if exact < lower:  # the search's bound is below a bid it evaluated: never report that bound
         msgs.append(f"inconsistent bounds: regret upper {upper:.9g} below the lower {lower:.9g} of an evaluated "
@@ -235,6 +239,13 @@ class CertifyOptions:
         so the two methods certify to the same precision).
       bab_batch: boxes bounded per jitted call (more keeps a GPU busy; 512 suits a CPU).
       bab_branching: ``"longest"`` or ``"slope"`` (:data:`certify.bab.BRANCHING`).
+      bab_backward: also bound each box by back-substitution through the trunk
+        (:func:`certify.linbound.backward_upper`): tighter, about twice the cost per box; None
+        (default): on for tanh nets, off for ReLU nets (``bench/bab_vs_mip.py --no-backward``:
+        on the optimaler 2x2 net 0.33 s per pair with it, 0.36 without; on our ReLU nets it
+        costs 1.3-2.3x; BENCHMARKS.md).
+      bab_margin_cells: sub-boxes whose float32 margins replace the whole box's where bab's
+        maximum can be (:func:`certify.bab.leaf_margin`; 0: the whole-box margin).
     """
 
     bounds: str = "crown"
@@ -248,6 +259,8 @@ class CertifyOptions:
     bab_gap: float = 3e-6
     bab_batch: int = 512
     bab_branching: str = "longest"
+    bab_margin_cells: int = 8
+    bab_backward: bool | None = None
 
     def __post_init__(self):
         if not self.bab_gap > 0:

@@ -138,37 +138,47 @@ def compile_net(w: Weights, spec: MechanismSpec, agent: int) -> AgentNet:
 # ------------------------------------------------------------------------------------------------
 # one box (vmapped below)
 # ------------------------------------------------------------------------------------------------
-def _activate(z: Lin, box: Box, activation: str) -> Lin:
+def _activate(z: Lin, box: Box, activation: str):
     if activation == "relu":
-        return relax.apply_relu(z, box)
-    return relax.apply_smooth(relax.TANH, z, box, lo=-1.0, hi=1.0)
+        return relax.relu_step(z, box)
+    return relax.smooth_step(relax.TANH, z, box, lo=-1.0, hi=1.0)
 
 
 def _trunk(net: AgentNet, box: Box, fixed, activation: str):
-    """Lin bounds of every pre-activation and of the last hidden layer."""
+    """Lin bounds of every pre-activation, of the last hidden layer, and each layer's effective
+    relaxation (for :func:`backward_upper`)."""
     x = relax.inputs(box)
     c = fixed @ net.w1 + net.b1
     z = relax.widen(Lin(net.w1_agent.T, c, net.w1_agent.T, c,
                         x.mag @ jnp.abs(net.w1_agent) + jnp.abs(fixed) @ net.w1_abs + jnp.abs(net.b1)))
-    pre = [z]
-    h = _activate(z, box, activation)
+    pre, rel, hs = [z], [], []
+    h, r = _activate(z, box, activation)
+    rel.append(r)
+    hs.append(h)
     for layer in net.layers:
         z = relax.affine(h, layer.pos, layer.neg, layer.abs, layer.b, layer.b_abs)
         pre.append(z)
-        h = _activate(z, box, activation)
-    return pre, h
+        h, r = _activate(z, box, activation)
+        rel.append(r)
+        hs.append(h)
+    return pre, h, rel, hs
 
 
-def _allocation(net: AgentNet, h: Lin, box: Box, spec: MechanismSpec) -> Lin:
-    """Lin bounds of agent i's allocation a_i (M,)."""
+def _head_inputs(net: AgentNet, h: Lin):
+    """The allocation head's affine quantities and the payment logit q_i, from h_L."""
+    return (relax.affine(h, net.alloc.pos, net.alloc.neg, net.alloc.abs, net.alloc.b, net.alloc.b_abs),
+            relax.affine(h, net.pay.pos, net.pay.neg, net.pay.abs, net.pay.b, net.pay.b_abs))
+
+
+def _allocation(y: Lin, box: Box, spec: MechanismSpec) -> Lin:
+    """Lin bounds of agent i's allocation a_i (M,) from the head's affine quantities ``y``."""
     m = spec.n_items
-    y = relax.affine(h, net.alloc.pos, net.alloc.neg, net.alloc.abs, net.alloc.b, net.alloc.b_abs)
     if spec.allocation == "sparsemax":
         s = y.cl.shape[0] // m
         r3 = lambda a: a.reshape((s, m) + a.shape[1:])
         t = relax.min_of(r3(y.al), r3(y.cl), r3(y.au), r3(y.cu), r3(y.mag), box)
         return relax.clamp(relax.apply_relu(t, box), box, lo=0.0, hi=1.0)
-    l, u = relax.interval(y, box)
+    l, u = relax.decide(box, lambda: relax.interval(y, box))
     big = u > _EXP_CAP
     yc = relax.clamp(y, box, hi=_EXP_CAP)  # only used where u <= cap, so unchanged there
     e = relax.apply_smooth(relax.EXP, yc, box, lo=0.0)
@@ -183,9 +193,8 @@ def _allocation(net: AgentNet, h: Lin, box: Box, spec: MechanismSpec) -> Lin:
     return Lin(jnp.where(any_big[:, None], 0.0, a.al), jnp.where(any_big, 0.0, a.cl), a.au, a.cu, a.mag)
 
 
-def _fraction(net: AgentNet, h: Lin, box: Box, spec: MechanismSpec) -> Lin:
-    """The payment logit q_i and then the payment fraction f (fractional) or payment p (free)."""
-    q = relax.affine(h, net.pay.pos, net.pay.neg, net.pay.abs, net.pay.b, net.pay.b_abs)
+def _fraction(q: Lin, box: Box, spec: MechanismSpec) -> Lin:
+    """The payment fraction f (fractional) or the payment p (free) from the logit q_i."""
     if spec.payment == "free":
         return relax.apply_clip(q, box, float(spec.payment_max))
     if spec.payment == "fractional":
@@ -194,34 +203,85 @@ def _fraction(net: AgentNet, h: Lin, box: Box, spec: MechanismSpec) -> Lin:
     return relax.apply_smooth(relax.SIGMOID, q, box, lo=0.0, hi=1.0)
 
 
-def utility_lin(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec) -> Lin:
+def _head(y: Lin, q: Lin, x: Lin, box: Box, vals, spec: MechanismSpec) -> Lin:
+    """Lin bounds of ``u_i`` from the head's inputs (see :func:`utility_lin`)."""
+    a = _allocation(y, box, spec)
+    f = _fraction(q, box, spec)
+    if spec.payment == "free":
+        return relax.combine([(1.0, relax.total(a, vals)), (-1.0, f)])
+    m = spec.n_items
+    fx = relax.product(relax.repeat(f, m), x, box)                             # f x_j
+    c = relax.combine([(-1.0, fx)], vals)                                      # v_j - f x_j
+    return relax.total(relax.product(a, c, box), jnp.ones(m))
+
+
+def utility_lin(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec, tape=None):
     """Lin bounds of ``u_i`` over one box: ``xl, xu`` (M,), ``fixed`` (N*M,) the other agents'
-    bids (agent i's entries 0), ``vals`` (M,) agent i's true values.
+    bids (agent i's entries 0), ``vals`` (M,) agent i's true values. Returns ``(u, trunk)`` with
+    ``trunk = (pre, h_L, relaxations, hidden)`` of :func:`_trunk`.
 
     A fractional payment is relaxed in the factored form ``u_i = sum_j a_ij (v_ij - f x_j)``: both
     McCormick products then keep the sign of ``v_ij - f x_j``, so where an allocation switches on
     at a loss (``a`` crosses a ReLU kink while ``v - f x < 0``) the bound stays <= 0 instead of
     paying the kink's slack twice (once in ``a v``, once in the payment)."""
     box = Box(xl, xu)
-    _, h = _trunk(net, box, fixed, spec.activation)
-    a = _allocation(net, h, box, spec)
-    f = _fraction(net, h, box, spec)
-    if spec.payment == "free":
-        return relax.combine([(1.0, relax.total(a, vals)), (-1.0, f)])
-    m = spec.n_items
-    fx = relax.product(relax.repeat(f, m), relax.inputs(box), box)            # f x_j
-    c = relax.combine([(-1.0, fx)], vals)                                      # v_j - f x_j
-    return relax.total(relax.product(a, c, box), jnp.ones(m))
+    trunk = _trunk(net, box, fixed, spec.activation)
+    y, q = _head_inputs(net, trunk[1])
+    head_box = Box(xl, xu, tape)
+    return _head(y, q, relax.inputs(box), head_box, vals, spec), trunk, (y, q)
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def bound_boxes(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec):
+def backward_upper(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec, trunk, head_in, tape) -> jax.Array:
+    """A second, usually tighter, upper bound of ``u_i`` (CROWN-style back-substitution).
+
+    The head is replayed (same intervals and choices, :class:`certify.relax.Tape`) in the space of
+    ``(h_L, x)``: its inputs are exactly affine there, so this gives ``u_i <= g . h_L + g_x . x + c``
+    without the trunk's slack. Then ``g`` goes back through the trunk with each layer's recorded
+    relaxation (upper side where a coefficient is positive, lower where negative) to ``x``, and
+    the result is maximized over the box. Rounding: every step's terms are bounded by the forward
+    pass's magnitudes, ``PAD`` times four times their sum is added (module docstring of relax)."""
+    pre, h, rel, hs = trunk
+    y, q = head_in
+    hdim, m = h.cl.shape[0], xl.shape[0]
+    zero_x = lambda k: jnp.zeros((k, m), y.al.dtype)
+    ex = lambda w_t, k: jnp.concatenate([w_t, zero_x(k)], axis=1)
+    y2 = Lin(ex((net.alloc.pos + net.alloc.neg).T, y.cl.shape[0]), net.alloc.b,
+             ex((net.alloc.pos + net.alloc.neg).T, y.cl.shape[0]), net.alloc.b, y.mag)
+    q2 = Lin(ex((net.pay.pos + net.pay.neg).T, 1), net.pay.b, ex((net.pay.pos + net.pay.neg).T, 1), net.pay.b, q.mag)
+    xin = jnp.concatenate([jnp.zeros((m, hdim), y.al.dtype), jnp.eye(m, dtype=y.al.dtype)], axis=1)
+    x2 = Lin(xin, jnp.zeros(m, y.al.dtype), xin, jnp.zeros(m, y.al.dtype), relax.inputs(Box(xl, xu)).mag)
+    u2 = _head(y2, q2, x2, Box(xl, xu, tape.rewind()), vals, spec)
+    g, g_x, c = u2.au[0, :hdim], u2.au[0, hdim:], u2.cu[0]
+    mag = u2.mag[0] + jnp.abs(g) @ h.mag
+    for k in range(len(rel) - 1, -1, -1):
+        lam_l, mu_l, lam_u, mu_u = rel[k]
+        gp, gn = jnp.maximum(g, 0.0), jnp.minimum(g, 0.0)
+        gz = gp * lam_u + gn * lam_l
+        c = c + gp @ mu_u + gn @ mu_l
+        mag = mag + jnp.abs(g) @ hs[k].mag + jnp.abs(gz) @ pre[k].mag
+        if k > 0:
+            layer = net.layers[k - 1]
+            g = (layer.pos + layer.neg) @ gz
+            c = c + gz @ layer.b
+        else:
+            g_x = g_x + net.w1_agent @ gz
+            c = c + gz @ (fixed @ net.w1 + net.b1)
+    box = Box(xl, xu)
+    return g_x @ box.mid + jnp.abs(g_x) @ box.rad + c + 4.0 * relax.PAD * (mag + jnp.abs(c))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "backward"))
+def bound_boxes(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec, backward: bool = True):
     """Upper bounds of ``u_i`` over a batch of boxes: ``xl, xu`` (B, M), ``fixed`` (B, N*M),
     ``vals`` (B, M). Returns ``(upper (B,), au (B, M))``: the bound and its linear part (for
-    branching). Call under ``jax.enable_x64(True)`` with float64 arrays."""
+    branching); ``backward``: also :func:`backward_upper`, and the smaller of the two. Call under
+    ``jax.enable_x64(True)`` with float64 arrays."""
     def one(xl_, xu_, f_, v_):
-        u = utility_lin(net, xl_, xu_, f_, v_, spec)
+        tape = relax.Tape()
+        u, trunk, head_in = utility_lin(net, xl_, xu_, f_, v_, spec, tape)
         up = relax.upper(u, Box(xl_, xu_))[0]
+        if backward:
+            up = jnp.minimum(up, backward_upper(net, xl_, xu_, f_, v_, spec, trunk, head_in, tape))
         return jnp.where(jnp.isnan(up), jnp.inf, up), u.au[0]   # not finite: no bound (+inf)
     return jax.vmap(one)(xl, xu, fixed, vals)
 
@@ -247,6 +307,6 @@ def network_bounds(w: Weights, spec: MechanismSpec, v, agent: int, lo_i, hi_i) -
 @functools.partial(jax.jit, static_argnames=("activation",))
 def _network_bounds(net, alloc, pay, xl, xu, fixed, activation):
     box = Box(xl, xu)
-    pre, h = _trunk(net, box, fixed, activation)
+    pre, h, _, _ = _trunk(net, box, fixed, activation)
     heads = [relax.interval(relax.affine(h, d.pos, d.neg, d.abs, d.b, d.b_abs), box) for d in (alloc, pay)]
     return [relax.interval(z, box) for z in pre], heads[0], heads[1]

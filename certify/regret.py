@@ -212,6 +212,17 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
         return _certify_planar(ctx, low, high, inc_u, inc_b, deadline)
     if method == "bab":
         return _certify_bab(ctx, low, high, inc_u, inc_b, opts, deadline)
+    if method == methods.BAB_THEN_MIP:
+        first = _certify_bab(ctx, low, high, inc_u, inc_b, opts, deadline, max_boxes=methods.BAB_FIRST_BOXES)
+        if first.status == "optimal" or (deadline is not None and time.perf_counter() > deadline):
+            return first
+        b = np.asarray(first.best_misreport)[agent]
+        u_b = float(utility64(w, spec, ctx.profile(b), v, agent))
+        if u_b > inc_u:
+            inc_u, inc_b = u_b, b
+        cert = _certify_mip(ctx, low, high, inc_u, inc_b, opts, methods.MIP_AUTO, threads, mip_start, lp_file, deadline)
+        cert.message = "; ".join(m for m in (f"bab first: {first.message}", cert.message) if m)
+        return cert
     return _certify_mip(ctx, low, high, inc_u, inc_b, opts, method, threads, mip_start, lp_file, deadline)
 
 
@@ -256,16 +267,27 @@ class _Context:
         prof[self.agent] = bids_i
         return prof
 
-    def certificate(self, *, search_status, upper_u, best_b, method_tol, time_bounds_s=0.0, **fields) -> Certificate:
+    def margin32(self, lo_i, hi_i) -> float:
+        """Bound on ``|u_32 - u_R|`` where agent i bids in ``[lo_i, hi_i]`` (a sub-box of its bid box;
+        bounds from :func:`certify.linbound.network_bounds`, any activation)."""
+        nb = linbound.network_bounds(self.w, self.spec, self.v, self.agent, lo_i, hi_i)
+        lo, hi = self.profile(lo_i), self.profile(hi_i)
+        return rounding.combine(*rounding.outcome_errors(self.w, self.spec, nb, lo, hi, "float32"), self.v, self.agent)
+
+    def certificate(self, *, search_status, upper_u, best_b, method_tol, time_bounds_s=0.0, margin32=None,
+                    margin32_truthful=None, **fields) -> Certificate:
         """:func:`certify.certificate.settle` with the float64 value of ``best_b`` as the lower bound
-        and its float32 replay beside it."""
+        and its float32 replay beside it; ``margin32``/``margin32_truthful`` override the whole-box
+        float32 margin (the maximum's side and the truthful bid's)."""
         prof = self.profile(best_b)
         lower_u = float(utility64(self.w, self.spec, prof, self.v, self.agent))
         u32 = network.utility32(self.params, self.spec, np.stack([prof, self.v]), self.v, self.agent)
         fields.setdefault("pgd_regret", self.pgd_regret)
         fields.setdefault("n_unstable_relus", self.n_unstable)
         return settle(search_status=search_status, upper_u=upper_u, truthful_u=self.truthful_u, lower_u=lower_u,
-                      margin64=self.margins["float64"], margin32=self.margins["float32"], method_tol=method_tol,
+                      margin64=self.margins["float64"],
+                      margin32=self.margins["float32"] if margin32 is None else margin32,
+                      margin32_truthful=margin32_truthful, method_tol=method_tol,
                       agent=int(self.agent), valuations=self.v.tolist(), best_misreport=prof.tolist(),
                       regret_lower_f32=float(u32[0] - u32[1]), time_bounds_s=time_bounds_s + self.time_margin_s,
                       **fields)
@@ -336,14 +358,15 @@ def _certify_planar(ctx: _Context, low, high, inc_u, inc_b, deadline):
                            mip_network_error=abs(res.best_utility - u_best), message="; ".join(msgs), **common)
 
 
-def _certify_bab(ctx: _Context, low, high, inc_u, inc_b, opts: CertifyOptions, deadline):
+def _certify_bab(ctx: _Context, low, high, inc_u, inc_b, opts: CertifyOptions, deadline, max_boxes=None):
     """Steps 2-3 by :func:`certify.bab.maximize` (no MIP): proven bounds on ``max u_R`` within
     ``opts.bab_gap``; at the deadline or the pool limit, the bounds reached (status time_limit /
     gap_open)."""
     agent = ctx.agent
-    problem = bab.Problem(ctx.w, ctx.spec, ctx.v, agent, batch=opts.bab_batch)
+    backward = opts.bab_backward if opts.bab_backward is not None else ctx.spec.activation == "tanh"
+    problem = bab.Problem(ctx.w, ctx.spec, ctx.v, agent, batch=opts.bab_batch, backward=backward)
     res = bab.maximize(problem, low[agent], high[agent], inc_u=inc_u, inc_b=inc_b, gap=opts.bab_gap,
-                       deadline=deadline, branching=opts.bab_branching)
+                       deadline=deadline, branching=opts.bab_branching, max_boxes=max_boxes)
     best_b = res.best_b if res.best_u >= inc_u else inc_b
     msgs = [f"{res.boxes} boxes in {res.rounds} rounds, {res.open} open"] + ([res.message] if res.message else [])
     upper_u = res.upper
@@ -353,7 +376,13 @@ def _certify_bab(ctx: _Context, low, high, inc_u, inc_b, opts: CertifyOptions, d
                                time_build_s=0.0, n_binaries=0, n_boxes=res.boxes, mip_objective=None,
                                mip_network_error=None, method_tol=opts.bab_gap,
                                message="; ".join(msgs + ["no finite bound (overflowing relaxation)"]))
+    # float32 margins where they matter: the region the maximum can be in, and the truthful bid
+    t0 = time.perf_counter()
+    m_up = bab.leaf_margin(res.leaves, low[agent], high[agent], ctx.margins["float32"], ctx.margin32,
+                           budget=opts.bab_margin_cells)
+    m_truth = min(ctx.margins["float32"], ctx.margin32(ctx.v[agent], ctx.v[agent]))
     return ctx.certificate(search_status=res.status, upper_u=upper_u, best_b=best_b, solver="bab", nodes=res.boxes,
                            time_solve_s=res.seconds, time_build_s=0.0, n_binaries=0, n_boxes=res.boxes,
                            mip_objective=None, mip_network_error=None, method_tol=opts.bab_gap,
+                           margin32=m_up, margin32_truthful=m_truth, time_bounds_s=time.perf_counter() - t0,
                            message="; ".join(msgs))

@@ -66,11 +66,27 @@ class Lin(NamedTuple):
     mag: jax.Array
 
 
+class Tape:
+    """The box-dependent decisions of one relaxation pass (intervals, sides, McCormick planes),
+    recorded in order and replayed by a second pass over the same operations in another input
+    space (:func:`certify.linbound.bound_boxes` runs the head once in ``x`` and once in
+    ``(h_L, x)``, whose box would give looser intervals)."""
+
+    def __init__(self):
+        self.values, self.replay, self.i = [], False, 0
+
+    def rewind(self) -> "Tape":
+        self.replay, self.i = True, 0
+        return self
+
+
 class Box(NamedTuple):
-    """The input box ``[xl, xu]`` (M,) with its centre and radius."""
+    """The input box ``[xl, xu]`` (M,) with its centre and radius; ``tape`` records (or replays)
+    every decision that depends on the box (:class:`Tape`)."""
 
     xl: jax.Array
     xu: jax.Array
+    tape: Tape | None = None
 
     @property
     def mid(self):
@@ -79,6 +95,20 @@ class Box(NamedTuple):
     @property
     def rad(self):
         return (self.xu - self.xl) / 2
+
+
+def decide(box: Box, fn):
+    """``fn()``, recorded on (or replayed from) the box's tape."""
+    t = box.tape
+    if t is None:
+        return fn()
+    if t.replay:
+        v = t.values[t.i]
+        t.i += 1
+        return v
+    v = fn()
+    t.values.append(v)
+    return v
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,11 +159,11 @@ def clamp(y: Lin, box: Box, lo=None, hi=None) -> Lin:
     al, cl, au, cu = y.al, y.cl, y.au, y.cu
     if lo is not None:
         lo = jnp.broadcast_to(jnp.asarray(lo, y.cl.dtype), y.cl.shape)
-        use = al @ box.mid + cl < lo
+        use = decide(box, lambda: y.al @ box.mid + y.cl < lo)
         al, cl = jnp.where(use[:, None], 0.0, al), jnp.where(use, lo, cl)
     if hi is not None:
         hi = jnp.broadcast_to(jnp.asarray(hi, y.cu.dtype), y.cu.shape)
-        use = au @ box.mid + cu > hi
+        use = decide(box, lambda: y.au @ box.mid + y.cu > hi)
         au, cu = jnp.where(use[:, None], 0.0, au), jnp.where(use, hi, cu)
     return Lin(al, cl, au, cu, y.mag)
 
@@ -289,20 +319,46 @@ def smooth_relaxation(fn: Smooth, l, u):
     return lam, mu_l, lam, mu_u, mag + jnp.maximum(jnp.abs(mu_l), jnp.abs(mu_u))
 
 
+def relaxed(z: Lin, box: Box, relaxation, lo=None, hi=None):
+    """``f(z)`` from its relaxation ``(lam_l, mu_l, lam_u, mu_u, mag)`` and constant bounds
+    ``lo``/``hi`` (taken where tighter at the centre). Returns the :class:`Lin` and the effective
+    relaxation ``(lam_l, mu_l, lam_u, mu_u)`` after that choice, valid on the input's interval:
+    what back-substitution (:func:`certify.linbound.backward_upper`) reuses."""
+    lam_l, mu_l, lam_u, mu_u, mag = relaxation
+    y = scale_sides(z, lam_l, mu_l, lam_u, mu_u, mag)
+    if lo is not None:
+        lo = jnp.broadcast_to(jnp.asarray(lo, y.cl.dtype), y.cl.shape)
+        use = decide(box, lambda: y.al @ box.mid + y.cl < lo)
+        y = y._replace(al=jnp.where(use[:, None], 0.0, y.al), cl=jnp.where(use, lo, y.cl))
+        lam_l, mu_l = jnp.where(use, 0.0, lam_l), jnp.where(use, lo, mu_l)
+    if hi is not None:
+        hi = jnp.broadcast_to(jnp.asarray(hi, y.cu.dtype), y.cu.shape)
+        use = decide(box, lambda: y.au @ box.mid + y.cu > hi)
+        y = y._replace(au=jnp.where(use[:, None], 0.0, y.au), cu=jnp.where(use, hi, y.cu))
+        lam_u, mu_u = jnp.where(use, 0.0, lam_u), jnp.where(use, hi, mu_u)
+    return y, (lam_l, mu_l, lam_u, mu_u)
+
+
+def relu_step(z: Lin, box: Box):
+    l, u = decide(box, lambda: interval(z, box))
+    return relaxed(z, box, relu_relaxation(l, u), lo=0.0)
+
+
+def smooth_step(fn: Smooth, z: Lin, box: Box, lo=None, hi=None, domain=None):
+    """``f(z)``; ``domain = (dl, du)``: a range ``z`` is known to lie in (e.g. ``z >= 1`` for a
+    softmax denominator) that the interval is intersected with; ``lo, hi``: constant bounds on f."""
+    l, u = decide(box, lambda: interval(z, box))
+    if domain is not None:
+        l, u = jnp.maximum(l, domain[0]), jnp.minimum(u, domain[1])
+    return relaxed(z, box, smooth_relaxation(fn, l, u), lo=lo, hi=hi)
+
+
 def apply_relu(z: Lin, box: Box) -> Lin:
-    l, u = interval(z, box)
-    lam_l, mu_l, lam_u, mu_u, mag = relu_relaxation(l, u)
-    return clamp(scale_sides(z, lam_l, mu_l, lam_u, mu_u, mag), box, lo=0.0)
+    return relu_step(z, box)[0]
 
 
 def apply_smooth(fn: Smooth, z: Lin, box: Box, lo=None, hi=None, domain=None) -> Lin:
-    """``f(z)``; ``domain = (dl, du)``: a range ``z`` is known to lie in (e.g. ``z >= 1`` for a
-    softmax denominator) that the interval is intersected with; ``lo, hi``: constant bounds on f."""
-    l, u = interval(z, box)
-    if domain is not None:
-        l, u = jnp.maximum(l, domain[0]), jnp.minimum(u, domain[1])
-    lam_l, mu_l, lam_u, mu_u, mag = smooth_relaxation(fn, l, u)
-    return clamp(scale_sides(z, lam_l, mu_l, lam_u, mu_u, mag), box, lo=lo, hi=hi)
+    return smooth_step(fn, z, box, lo, hi, domain)[0]
 
 
 def apply_clip(z: Lin, box: Box, top) -> Lin:
@@ -315,39 +371,41 @@ def apply_clip(z: Lin, box: Box, top) -> Lin:
 def product(z: Lin, w: Lin, box: Box) -> Lin:
     """McCormick bounds of ``z * w`` (elementwise), each side the tighter of its two planes at
     the box centre."""
-    lz, uz = interval(z, box)
-    lw, uw = interval(w, box)
-    mid = box.mid
+    lz, uz = decide(box, lambda: interval(z, box))
+    lw, uw = decide(box, lambda: interval(w, box))
+    planes = [(lw, lz, -lz * lw), (uw, uz, -uz * uw), (uw, lz, -lz * uw), (lw, uz, -uz * lw)]  # 2 lower, 2 upper
+    ys = [combine([(a, z), (b, w)], g) for a, b, g in planes]
 
-    def plane(alpha, beta, gamma, side):  # alpha z + beta w + gamma, one side
-        y = combine([(alpha, z), (beta, w)], gamma)
-        val = (y.au if side else y.al) @ mid + (y.cu if side else y.cl)
-        return y, val
+    def picks():
+        v = [(y.al if k < 2 else y.au) @ box.mid + (y.cl if k < 2 else y.cu) for k, y in enumerate(ys)]
+        return v[0] >= v[1], v[2] <= v[3]
 
-    lo1, v1 = plane(lw, lz, -lz * lw, 0)
-    lo2, v2 = plane(uw, uz, -uz * uw, 0)
-    hi1, v3 = plane(uw, lz, -lz * uw, 1)
-    hi2, v4 = plane(lw, uz, -uz * lw, 1)
-    pick_l, pick_u = (v1 >= v2)[:, None], (v3 <= v4)[:, None]
-    al = jnp.where(pick_l, lo1.al, lo2.al)
-    cl = jnp.where(pick_l[:, 0], lo1.cl, lo2.cl)
-    au = jnp.where(pick_u, hi1.au, hi2.au)
-    cu = jnp.where(pick_u[:, 0], hi1.cu, hi2.cu)
-    mag = jnp.maximum(jnp.maximum(lo1.mag, lo2.mag), jnp.maximum(hi1.mag, hi2.mag))
+    pick_l, pick_u = decide(box, picks)
+    al = jnp.where(pick_l[:, None], ys[0].al, ys[1].al)
+    cl = jnp.where(pick_l, ys[0].cl, ys[1].cl)
+    au = jnp.where(pick_u[:, None], ys[2].au, ys[3].au)
+    cu = jnp.where(pick_u, ys[2].cu, ys[3].cu)
+    mag = jnp.maximum(jnp.maximum(ys[0].mag, ys[1].mag), jnp.maximum(ys[2].mag, ys[3].mag))
     cands = jnp.stack([lz * lw, lz * uw, uz * lw, uz * uw])
     return clamp(Lin(al, cl, au, cu, mag), box, lo=cands.min(0), hi=cands.max(0))
 
 
 def min_of(al, cl, au, cu, mag, box: Box) -> Lin:
     """``y_k = min_s y_{s,k}`` from linear bounds of shape (S, K, M) / (S, K)."""
-    ys_u = jnp.einsum("skm,m->sk", au, box.mid) + jnp.einsum("skm,m->sk", jnp.abs(au), box.rad) + cu + _pad(mag)
-    ys_l = jnp.einsum("skm,m->sk", al, box.mid) - jnp.einsum("skm,m->sk", jnp.abs(al), box.rad) + cl - _pad(mag)
-    star = jnp.argmin((ys_u + ys_l) / 2, axis=0)                     # (K,)
+    def choose():
+        ys_u = jnp.einsum("skm,m->sk", au, box.mid) + jnp.einsum("skm,m->sk", jnp.abs(au), box.rad) + cu + _pad(mag)
+        ys_l = jnp.einsum("skm,m->sk", al, box.mid) - jnp.einsum("skm,m->sk", jnp.abs(al), box.rad) + cl - _pad(mag)
+        star = jnp.argmin((ys_u + ys_l) / 2, axis=0)                     # (K,)
+        take = lambda a: jnp.take_along_axis(a, star[None, :, None] if a.ndim == 3 else star[None], 0)[0]
+        au_s, cu_s, mag_s = take(au), take(cu), take(mag)
+        # y >= y_* - max_s (y_* - y_s)^+ ; (y_* - y_s) <= U(y_*) - L(y_s) concretized
+        d = au_s[None] - al
+        diff = (jnp.einsum("skm,m->sk", d, box.mid) + jnp.einsum("skm,m->sk", jnp.abs(d), box.rad)
+                + cu_s[None] - cl + _pad(mag_s[None] + mag))
+        return star, jnp.maximum(jnp.max(diff, axis=0), 0.0)
+
+    star, slack = decide(box, choose)
     take = lambda a: jnp.take_along_axis(a, star[None, :, None] if a.ndim == 3 else star[None], 0)[0]
     au_s, cu_s, al_s, cl_s, mag_s = take(au), take(cu), take(al), take(cl), take(mag)
-    # y >= y_* - max_s (y_* - y_s)^+ ; (y_* - y_s) <= U(y_*) - L(y_s) concretized
-    diff = (jnp.einsum("skm,m->sk", au_s[None] - al, box.mid) + jnp.einsum("skm,m->sk", jnp.abs(au_s[None] - al), box.rad)
-            + cu_s[None] - cl + _pad(mag_s[None] + mag))
-    slack = jnp.maximum(jnp.max(diff, axis=0), 0.0)
     total = mag_s + jnp.max(mag, axis=0) + slack
     return widen(Lin(al_s, cl_s - slack, au_s, cu_s, total))
