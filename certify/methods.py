@@ -15,13 +15,21 @@ The methods (:data:`certify.certificate.SOLVERS`):
 The ``auto`` rule comes from ``bench/bab_vs_mip.py`` (BENCHMARKS.md, "Branch and bound"):
 
 * a net the MIP cannot encode (tanh, softmax, sigmoid payment): bab;
-* a piecewise-linear single-bidder net with at most :data:`BAB_MAX_ITEMS` items: bab first,
-  with a budget of :data:`BAB_FIRST_BOXES` boxes, then the MIP if bab has not closed its gap
-  (:data:`BAB_THEN_MIP`): on our shipped 1x2 nets bab is 2-3x faster than the MIP, but input
-  splitting converges only linearly at the ReLU kinks where a piecewise-linear maximum sits, and
-  on adversarial nets (weights x30) it can need millions of boxes where the MIP needs 25;
-* every other piecewise-linear net: the MIP (on the 2x2 nets it is faster than bab, and in more
-  dimensions input splitting needs ~2^M boxes per level).
+* a piecewise-linear net with at most :data:`BAB_MAX_ITEMS` items per agent and at least
+  :data:`BAB_MIN_UNSTABLE` unstable ReLUs over agent i's bid box: bab first, with a budget of
+  :data:`BAB_FIRST_BOXES` boxes, then the MIP if bab has not closed its gap
+  (:data:`BAB_THEN_MIP`). Measured (5-10 profiles each, search seconds per pair, MIP / bab):
+  1x2_reg (85 unstable) 0.75 / 0.23, 1x2_noreg (198) 0.93 / 0.22, 2x2_noreg (303) 1.46 / 0.22,
+  2x2_distill (194) 0.38 / 0.29, the paper's 1x2 scratch net 0.74 / 0.21; but 2x2_reg (52)
+  0.83 / 1.28 and the paper's 1x2 distilled net (17) 0.046 / 1.2: the MIP's work grows with the
+  unstable ReLUs, bab's with the kinks near the maximum, where input splitting converges only
+  linearly (on adversarial nets, weights x30, it can need millions of boxes where the MIP needs
+  25: hence the budget);
+* a single-bidder free-payment net with 2 items and fewer unstable ReLUs: the exact region
+  enumeration first, the MIP if it reports an error (:data:`PLANAR_THEN_MIP`): 1 ms per pair on
+  1x2_distill (its regions do not depend on the profile) against the MIP's 12 ms;
+* every other piecewise-linear net: the MIP (in more dimensions input splitting needs ~2^M boxes
+  per level).
 """
 from __future__ import annotations
 
@@ -29,8 +37,11 @@ from certify.mip.encoders import UnsupportedArchitecture, check_supported
 from jaxauction.mechanism import MechanismSpec
 
 MIP_AUTO = "auto"          # the MIP with the solver its licence allows (certify.mip.licensing)
-BAB_THEN_MIP = "bab_then_mip"  # what auto runs on small piecewise-linear nets (module docstring)
+BAB_THEN_MIP = "bab_then_mip"        # what auto runs on small piecewise-linear nets (module docstring)
+PLANAR_THEN_MIP = "planar_then_mip"
+FIRST_THEN_MIP = {BAB_THEN_MIP: "bab", PLANAR_THEN_MIP: "planar"}
 BAB_MAX_ITEMS = 2
+BAB_MIN_UNSTABLE = 64
 BAB_FIRST_BOXES = 20_000
 
 
@@ -66,32 +77,38 @@ def bab_supported(spec: MechanismSpec) -> bool:
     return True
 
 
-def pick(spec: MechanismSpec, solver: str) -> str:
+def pick(spec: MechanismSpec, solver: str, n_unstable: int | None = None) -> str:
     """The method ``solver`` means for ``spec``: ``"auto"`` becomes ``"bab"``,
-    :data:`BAB_THEN_MIP` or :data:`MIP_AUTO` (see the module docstring); any other name is
-    checked with :func:`check` and returned ("mip" as :data:`MIP_AUTO`)."""
+    :data:`BAB_THEN_MIP`, :data:`PLANAR_THEN_MIP` or :data:`MIP_AUTO` (module docstring; without
+    ``n_unstable``, the unstable ReLUs over the bid box, a piecewise-linear net counts as having
+    few); any other name is checked with :func:`check` and returned ("mip" as :data:`MIP_AUTO`)."""
     if solver != "auto":
         check(spec, solver)
         return MIP_AUTO if solver == "mip" else solver
     if not mip_encodable(spec):
         check(spec, "bab")   # raises naming the piece if neither method can certify the net
         return "bab"
-    if spec.n_agents == 1 and spec.n_items <= BAB_MAX_ITEMS and bab_supported(spec):
+    if (spec.n_items <= BAB_MAX_ITEMS and n_unstable is not None and n_unstable >= BAB_MIN_UNSTABLE
+            and bab_supported(spec)):
         return BAB_THEN_MIP
+    if spec.n_agents == 1 and spec.n_items == 2 and spec.payment == "free":
+        return PLANAR_THEN_MIP
     return MIP_AUTO
 
 
 def describe(spec: MechanismSpec, solver: str) -> str:
     """One line saying what ``solver`` runs on ``spec`` (printed by the command line)."""
     method = pick(spec, solver)
-    if method == BAB_THEN_MIP:
-        return (f"method: bab, then the exact MIP if bab has not closed its gap within {BAB_FIRST_BOXES} boxes "
-                f"(auto: a piecewise-linear single-bidder net)")
     if method == "bab":
         why = "" if solver == "bab" else " (auto: the MIP cannot encode this net)"
         return "method: bab, batched branch and bound with linear relaxations" + why
     if method == "planar":
         return "method: planar, exact linear-region enumeration"
+    first = ""
+    if solver == "auto" and spec.n_items <= BAB_MAX_ITEMS and bab_supported(spec):
+        first = (f"bab first (then the MIP if its gap is open after {BAB_FIRST_BOXES} boxes) on pairs with >= "
+                 f"{BAB_MIN_UNSTABLE} unstable ReLUs, else ")
+    if method == PLANAR_THEN_MIP:
+        return f"method (auto): {first}planar (exact region enumeration), then the exact MIP if it cannot resolve a kink"
     name = "Gurobi or SCIP by licence" if method == MIP_AUTO else method
-    why = " (auto: a piecewise-linear net)" if solver == "auto" else ""
-    return f"method: exact MIP ({name}){why}"
+    return f"method{' (auto)' if solver == 'auto' else ''}: {first}the exact MIP ({name})"

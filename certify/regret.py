@@ -177,7 +177,7 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     method = methods.pick(spec, solver)       # raises naming the piece the method cannot certify
-    if method in ("planar", "bab") and lp_file:
+    if method in ("planar", "bab", *methods.FIRST_THEN_MIP) and lp_file:
         raise ValueError(f"solver={method!r} builds no MIP, so there is no model to write to lp_file; "
                          f"use a MIP solver (gurobi or scip) for an .lp dump")
     if time_limit is not None and not time_limit > 0:
@@ -208,12 +208,17 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
     errors, n_unstable = _box_errors(params, spec, w, box)
     margins = {p: rounding.combine(*errors[p], v, agent) for p in errors}
     ctx = _Context(params, spec, w, v, agent, truthful_u, pgd_regret, margins, time.perf_counter() - t0, n_unstable)
+    if solver == "auto":   # the measured rule depends on the box's unstable ReLUs (certify.methods)
+        method = methods.pick(spec, solver, n_unstable=n_unstable)
     if method == "planar":
         return _certify_planar(ctx, low, high, inc_u, inc_b, deadline)
     if method == "bab":
         return _certify_bab(ctx, low, high, inc_u, inc_b, opts, deadline)
-    if method == methods.BAB_THEN_MIP:
-        first = _certify_bab(ctx, low, high, inc_u, inc_b, opts, deadline, max_boxes=methods.BAB_FIRST_BOXES)
+    if method in methods.FIRST_THEN_MIP:   # auto: a fast method first, the MIP if it did not prove the bound
+        if methods.FIRST_THEN_MIP[method] == "bab":
+            first = _certify_bab(ctx, low, high, inc_u, inc_b, opts, deadline, max_boxes=methods.BAB_FIRST_BOXES)
+        else:
+            first = _certify_planar(ctx, low, high, inc_u, inc_b, deadline)
         if first.status == "optimal" or (deadline is not None and time.perf_counter() > deadline):
             return first
         b = np.asarray(first.best_misreport)[agent]
@@ -221,7 +226,7 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
         if u_b > inc_u:
             inc_u, inc_b = u_b, b
         cert = _certify_mip(ctx, low, high, inc_u, inc_b, opts, methods.MIP_AUTO, threads, mip_start, lp_file, deadline)
-        cert.message = "; ".join(m for m in (f"bab first: {first.message}", cert.message) if m)
+        cert.message = "; ".join(m for m in (f"{first.solver} first ({first.status}): {first.message}", cert.message) if m)
         return cert
     return _certify_mip(ctx, low, high, inc_u, inc_b, opts, method, threads, mip_start, lp_file, deadline)
 

@@ -229,7 +229,10 @@ def test_mip_refuses_smooth_nets_and_names_bab():
 def test_auto_rule():
     """auto: bab where the MIP cannot encode the net; bab then the MIP on small single-bidder
     piecewise-linear nets; the MIP on the other piecewise-linear nets (certify/methods.py)."""
-    assert methods.pick(spec_of(1), "auto") == methods.BAB_THEN_MIP
+    assert methods.pick(spec_of(1), "auto") == methods.PLANAR_THEN_MIP          # free payment, 2 items
+    assert methods.pick(spec_of(1), "auto", n_unstable=100) == methods.BAB_THEN_MIP
+    assert methods.pick(spec_of(1, pay="fractional"), "auto", n_unstable=10) == methods.MIP_AUTO
+    assert methods.pick(spec_of(2, pay="fractional"), "auto", n_unstable=64) == methods.BAB_THEN_MIP
     assert methods.pick(spec_of(2), "auto") == methods.MIP_AUTO
     big = MechanismSpec(n_agents=2, n_items=3, hidden=(8,))
     assert methods.pick(big, "auto") == methods.MIP_AUTO
@@ -238,14 +241,16 @@ def test_auto_rule():
     assert methods.pick(spec_of(2), "mip") == methods.MIP_AUTO and methods.pick(spec_of(2), "bab") == "bab"
     assert "bab" in methods.describe(spec_of(1, act="tanh"), "auto")
     assert "then the exact MIP" in methods.describe(spec_of(1), "auto")
+    assert "bab first" in methods.describe(spec_of(1, pay="fractional"), "auto")
 
 
 def test_auto_falls_back_from_bab_to_the_mip(monkeypatch):
     """A bab attempt that does not close its gap within the box budget hands over to the MIP,
     whose certificate (with bab's best bid as a start) is the result."""
-    spec = spec_of(1)
+    spec = spec_of(1, pay="fractional")
     params, v, agent, low, high = random_case(spec, 3)
     exact = regret.certify_point(params, spec, v, agent, solver="scip", pgd_steps=0)
+    monkeypatch.setattr(methods, "BAB_MIN_UNSTABLE", 0)
     monkeypatch.setattr(methods, "BAB_FIRST_BOXES", 1)
     c = regret.certify_point(params, spec, v, agent, solver="auto", pgd_steps=0)
     assert c.solver in ("gurobi", "scip") and "bab first" in c.message and c.status == "optimal"
