@@ -15,16 +15,32 @@ The methods (:data:`certify.certificate.SOLVERS`):
 The ``auto`` rule comes from ``bench/bab_vs_mip.py`` (BENCHMARKS.md, "Branch and bound"):
 
 * a net the MIP cannot encode (tanh, softmax, sigmoid payment): bab;
-* a piecewise-linear net with at most :data:`BAB_MAX_ITEMS` items per agent and at least
-  :data:`BAB_MIN_UNSTABLE` unstable ReLUs over agent i's bid box: bab first, with a budget of
-  :data:`BAB_FIRST_BOXES` boxes, then the MIP if bab has not closed its gap
-  (:data:`BAB_THEN_MIP`). Measured (5-10 profiles each, search seconds per pair, MIP / bab):
-  1x2_reg (85 unstable) 0.75 / 0.23, 1x2_noreg (198) 0.93 / 0.22, 2x2_noreg (303) 1.46 / 0.22,
-  2x2_distill (194) 0.38 / 0.29, the paper's 1x2 scratch net 0.74 / 0.21; but 2x2_reg (52)
-  0.83 / 1.28 and the paper's 1x2 distilled net (17) 0.046 / 1.2: the MIP's work grows with the
-  unstable ReLUs, bab's with the kinks near the maximum, where input splitting converges only
-  linearly (on adversarial nets, weights x30, it can need millions of boxes where the MIP needs
-  25: hence the budget);
+* a piecewise-linear net with at most :data:`BAB_MAX_ITEMS` items per agent that is a
+  single-bidder fractional-payment net, or has at least :data:`BAB_MIN_UNSTABLE` unstable ReLUs
+  over agent i's bid box: bab first, with a budget of :data:`BAB_FIRST_BOXES` boxes, then the
+  MIP if bab has not closed its gap (:data:`BAB_THEN_MIP`). Measured (5-10 profiles, every
+  agent, search seconds per pair, MIP / bab, with the unstable ReLUs):
+
+  ============================  ========  ==========  ============  ==========================
+  net                            payment  unstable    MIP / bab s   faster
+  ============================  ========  ==========  ============  ==========================
+  1x2_reg / 1x2_noreg            fract.    85 / 198   0.75 / 0.23,  bab 3.2x, 4.2x
+                                                      0.93 / 0.22
+  paper 1x2 scratch              fract.    50         0.74 / 0.21   bab 3.6x
+  2x2_reg / paper 2x2 scratch    fract.    52 / 55    0.83 / 1.28,  MIP 1.5x, 2.2x
+                                                      0.35 / 0.76
+  2x2_noreg                      fract.    303        1.46 / 0.22   bab 6.8x
+  2x2_distill / 3x2              free      201 / 108  0.38 / 0.29,  bab 1.3x, 1.2x
+                                                      0.56 / 0.48
+  paper 2x2 distill              free      83         0.45 / 1.82   MIP 4x
+  1x2_distill / paper 1x2 dist.  free      17 / 28    0.012 / 3.7,  MIP 300x, 26x
+                                                      0.046 / 1.2
+  ============================  ========  ==========  ============  ==========================
+
+  The MIP's work grows with the unstable ReLUs, bab's with the kinks near the maximum, where
+  input splitting converges only linearly (on adversarial nets, weights x30, it can need
+  millions of boxes where the MIP needs 25: hence the budget). A free payment makes the utility
+  ``a v - p`` a difference of two relaxations, so bab pays every kink's slack there;
 * a single-bidder free-payment net with 2 items and fewer unstable ReLUs: the exact region
   enumeration first, the MIP if it reports an error (:data:`PLANAR_THEN_MIP`): 1 ms per pair on
   1x2_distill (its regions do not depend on the profile) against the MIP's 12 ms;
@@ -41,7 +57,7 @@ BAB_THEN_MIP = "bab_then_mip"        # what auto runs on small piecewise-linear 
 PLANAR_THEN_MIP = "planar_then_mip"
 FIRST_THEN_MIP = {BAB_THEN_MIP: "bab", PLANAR_THEN_MIP: "planar"}
 BAB_MAX_ITEMS = 2
-BAB_MIN_UNSTABLE = 64
+BAB_MIN_UNSTABLE = 150
 BAB_FIRST_BOXES = 20_000
 
 
@@ -88,8 +104,9 @@ def pick(spec: MechanismSpec, solver: str, n_unstable: int | None = None) -> str
     if not mip_encodable(spec):
         check(spec, "bab")   # raises naming the piece if neither method can certify the net
         return "bab"
-    if (spec.n_items <= BAB_MAX_ITEMS and n_unstable is not None and n_unstable >= BAB_MIN_UNSTABLE
-            and bab_supported(spec)):
+    many = n_unstable is not None and n_unstable >= BAB_MIN_UNSTABLE
+    single_fractional = spec.n_agents == 1 and spec.payment == "fractional"
+    if spec.n_items <= BAB_MAX_ITEMS and (single_fractional or many) and bab_supported(spec):
         return BAB_THEN_MIP
     if spec.n_agents == 1 and spec.n_items == 2 and spec.payment == "free":
         return PLANAR_THEN_MIP
@@ -105,6 +122,9 @@ def describe(spec: MechanismSpec, solver: str) -> str:
     if method == "planar":
         return "method: planar, exact linear-region enumeration"
     first = ""
+    if method == BAB_THEN_MIP:
+        return (f"method (auto): bab first, then the exact MIP if its gap is open after {BAB_FIRST_BOXES} boxes "
+                f"(a single-bidder fractional-payment net)")
     if solver == "auto" and spec.n_items <= BAB_MAX_ITEMS and bab_supported(spec):
         first = (f"bab first (then the MIP if its gap is open after {BAB_FIRST_BOXES} boxes) on pairs with >= "
                  f"{BAB_MIN_UNSTABLE} unstable ReLUs, else ")

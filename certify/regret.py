@@ -232,6 +232,7 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
 
 
 _BOX_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()
+_CELL_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()  # _Context.margin32
 
 
 def _box_errors(params, spec, w, box):
@@ -274,10 +275,19 @@ class _Context:
 
     def margin32(self, lo_i, hi_i) -> float:
         """Bound on ``|u_32 - u_R|`` where agent i bids in ``[lo_i, hi_i]`` (a sub-box of its bid box;
-        bounds from :func:`certify.linbound.network_bounds`, any activation)."""
-        nb = linbound.network_bounds(self.w, self.spec, self.v, self.agent, lo_i, hi_i)
+        bounds from :func:`certify.linbound.network_bounds`, any activation). The outcome errors
+        are memoized on the box: for a single bidder the cells of bab's margin refinement are the
+        same for every profile."""
         lo, hi = self.profile(lo_i), self.profile(hi_i)
-        return rounding.combine(*rounding.outcome_errors(self.w, self.spec, nb, lo, hi, "float32"), self.v, self.agent)
+        key = network.cache_key(self.w, self.spec, lo, hi, tag="cell")
+        errs = _CELL_ERRORS.get(key)
+        if errs is None:
+            nb = linbound.network_bounds(self.w, self.spec, self.v, self.agent, lo_i, hi_i)
+            errs = rounding.outcome_errors(self.w, self.spec, nb, lo, hi, "float32")
+            _CELL_ERRORS[key] = errs
+            while len(_CELL_ERRORS) > 512:
+                _CELL_ERRORS.popitem(last=False)
+        return rounding.combine(*errs, self.v, self.agent)
 
     def certificate(self, *, search_status, upper_u, best_b, method_tol, time_bounds_s=0.0, margin32=None,
                     margin32_truthful=None, **fields) -> Certificate:

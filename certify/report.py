@@ -36,9 +36,14 @@ PLOT_ARROWS = "misreports.png"
 MAX_LISTED = 20
 
 
-def _solve_label(manifest: dict | None) -> str:
-    """What ``time_solve_s`` measured in a run: the MIP solve, or the planar enumeration."""
-    return "Planar enumeration" if (manifest or {}).get("solver") == "planar" else "MIP solve"
+_SOLVE_NAMES = {"planar": "Planar enumeration", "bab": "Branch and bound"}  # else: the MIP
+
+
+def _solve_label(solvers) -> str:
+    """What ``time_solve_s`` measured: the MIP solve, the planar enumeration, bab, or a mix (the
+    records' ``solver`` fields, e.g. auto ran bab on some pairs and the MIP on others)."""
+    names = sorted({_SOLVE_NAMES.get(x, "MIP solve") for x in solvers if x and x != "none"}) or ["MIP solve"]
+    return names[0] if len(names) == 1 else "Search (" + ", ".join(n.lower() for n in names) + ")"
 
 
 def load(out_dir: str | Path) -> tuple[list[dict], dict | None]:
@@ -110,7 +115,7 @@ def summarize(records: Iterable[dict]) -> dict:
     rows = [{"agent": a, **summarize_group([r for r in records if int(r["agent"]) == a])} for a in agents]
     if len(agents) > 1:
         rows.append({"agent": "all", **summarize_group(records)})
-    return {"count": len(records), "rows": rows}
+    return {"count": len(records), "rows": rows, "solvers": sorted({r.get("solver") or "none" for r in records})}
 
 
 def _f(x, fmt: str = ".5f") -> str:
@@ -149,7 +154,7 @@ def format_summary(summary: dict, manifest: dict | None = None) -> str:
           _f(r["certified_regret"]["mean"]), _f(r["certified_regret"]["std"]), _f(r["certified_regret"]["max"]),
           _f(ex(r).get("mean")), _f(ex(r).get("max")), _f(r.get("margin_mean"), ".2g"),
           _f(r["pgd_regret_mean"]), _f(r["certified_over_pgd"], ".3f")] for r in rows]))
-    out.append(f"\n{_solve_label(manifest)} time (s), all pairs that reached the solver:\n")
+    out.append(f"\n{_solve_label(summary.get('solvers', []))} time (s), all pairs that reached the solver:\n")
     out.append(_md_table(
         ["agent", "mean", "std", "p50", "p95", "max", "total/pair mean", "status counts"],
         [[str(r["agent"]), *(_f(r["solve_time_s"][k], ".3g") for k in ("mean", "std", "p50", "p95", "max")),
@@ -239,7 +244,7 @@ def plot_all(records: list[dict], out_dir: str | Path, manifest: dict | None = N
     else:
         ax.text(0.5, 0.5, "no solver times", ha="center", va="center", transform=ax.transAxes)
     tl = (manifest or {}).get("time_limit")
-    what = _solve_label(manifest)
+    what = _solve_label({r.get("solver") for r in records})
     title = f"{what} time per certified pair"
     if tl and max(t_ok + t_bad, default=0.0) >= 0.5 * tl:  # draw the limit only where it is in view
         ax.axvline(tl, color="k", ls="--", lw=1)

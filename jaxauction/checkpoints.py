@@ -134,6 +134,17 @@ def _read_json(path: Path) -> dict:
 REFERENCE_PAYMENTS = {"frac_sigmoid_linear": "fractional", "full_linear": "free"}
 
 
+def _published(params, spec: MechanismSpec, npz_path: Path, doc: dict, kind: str):
+    """A published net's float32 pytree, checked against its spec; info with the U[0, 1] prior."""
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
+    try:
+        check_params(params, spec)
+    except ValueError as e:
+        raise CheckpointError(f"{npz_path}: {e}") from None
+    prior = {"name": "uniform", "low": 0.0, "high": 1.0}
+    return params, spec, {"kind": kind, "name": npz_path.stem, "prior": prior, "json": doc}
+
+
 def load_reference(npz_path: str | Path) -> tuple[Params, MechanismSpec, dict]:
     """Load one of the paper's networks (``NAME.npz`` + ``NAME.json``) into our pytree.
 
@@ -173,13 +184,7 @@ def load_reference(npz_path: str | Path) -> tuple[Params, MechanismSpec, dict]:
     extra = [k for k in sd if k.startswith("nn_model.") and int(k.split(".")[1]) >= 2 * n_layers]
     if extra:
         raise CheckpointError(f"{npz_path}: has trunk layers {extra} beyond arch.n_hidden_layers")
-    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
-    try:
-        check_params(params, spec)
-    except ValueError as e:
-        raise CheckpointError(f"{npz_path}: {e}") from None
-    prior = {"name": "uniform", "low": 0.0, "high": 1.0}
-    return params, spec, {"kind": "reference", "name": npz_path.stem, "prior": prior, "json": doc}
+    return _published(params, spec, npz_path, doc, "reference")
 
 
 def load_optimaler(npz_path: str | Path) -> tuple[Params, MechanismSpec, dict]:
@@ -222,13 +227,7 @@ def load_optimaler(npz_path: str | Path) -> tuple[Params, MechanismSpec, dict]:
             for l in range(k) for x in ("weight", "bias")}
     if set(sd) - used:
         raise CheckpointError(f"{npz_path}: unexpected entries {sorted(set(sd) - used)[:5]} beyond the JSON's layers")
-    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
-    try:
-        check_params(params, spec)
-    except ValueError as e:
-        raise CheckpointError(f"{npz_path}: {e}") from None
-    prior = {"name": "uniform", "low": 0.0, "high": 1.0}
-    return params, spec, {"kind": "optimaler", "name": npz_path.stem, "prior": prior, "json": doc}
+    return _published(params, spec, npz_path, doc, "optimaler")
 
 
 def load_mechanism(path: str | Path) -> tuple[Params, MechanismSpec, dict]:

@@ -230,9 +230,11 @@ def test_auto_rule():
     """auto: bab where the MIP cannot encode the net; bab then the MIP on small single-bidder
     piecewise-linear nets; the MIP on the other piecewise-linear nets (certify/methods.py)."""
     assert methods.pick(spec_of(1), "auto") == methods.PLANAR_THEN_MIP          # free payment, 2 items
-    assert methods.pick(spec_of(1), "auto", n_unstable=100) == methods.BAB_THEN_MIP
-    assert methods.pick(spec_of(1, pay="fractional"), "auto", n_unstable=10) == methods.MIP_AUTO
-    assert methods.pick(spec_of(2, pay="fractional"), "auto", n_unstable=64) == methods.BAB_THEN_MIP
+    assert methods.pick(spec_of(1), "auto", n_unstable=200) == methods.BAB_THEN_MIP
+    assert methods.pick(spec_of(1), "auto", n_unstable=100) == methods.PLANAR_THEN_MIP
+    assert methods.pick(spec_of(1, pay="fractional"), "auto", n_unstable=10) == methods.BAB_THEN_MIP
+    assert methods.pick(spec_of(2, pay="fractional"), "auto", n_unstable=100) == methods.MIP_AUTO
+    assert methods.pick(spec_of(2, pay="fractional"), "auto", n_unstable=150) == methods.BAB_THEN_MIP
     assert methods.pick(spec_of(2), "auto") == methods.MIP_AUTO
     big = MechanismSpec(n_agents=2, n_items=3, hidden=(8,))
     assert methods.pick(big, "auto") == methods.MIP_AUTO
@@ -242,6 +244,7 @@ def test_auto_rule():
     assert "bab" in methods.describe(spec_of(1, act="tanh"), "auto")
     assert "then the exact MIP" in methods.describe(spec_of(1), "auto")
     assert "bab first" in methods.describe(spec_of(1, pay="fractional"), "auto")
+    assert "bab first" in methods.describe(spec_of(2, pay="fractional"), "auto")
 
 
 def test_auto_falls_back_from_bab_to_the_mip(monkeypatch):
