@@ -2,7 +2,7 @@
 
     python certify.py --ckpt RUN_DIR_OR_REFERENCE_NPZ [--points N] [--agents all|0,1] [--seed S]
                       [--time-limit T] [--solver auto|bab|mip|gurobi|scip|planar] [--workers W] [--out DIR]
-                      [--profiles FILE.json] [--executor local|ray] [--address RAY_ADDRESS]
+                      [--profiles FILE.json] [--executor local|ray] [--address RAY_ADDRESS] [--batch-pairs K]
 
 Results go to OUT/results.jsonl (one line per profile and agent; rerunning resumes), then a summary
 table is printed and written to OUT/summary.md/.json with plots beside it. The default OUT is
@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                       "ray://HOST:PORT or auto); default: start a local Ray instance")
     ap.add_argument("--out", help="output directory (default: RUN_DIR/cert or runs/cert/<npz stem>)")
     ap.add_argument("--profiles", help="JSON file: a list of N x M valuation matrices (instead of sampling)")
+    ap.add_argument("--batch-pairs", type=int, default=1,
+                    help="with bab: certify this many profiles of an agent together in one branch-and-bound "
+                         "pool (full batches; keeps a GPU busy); one process (default 1: one pair at a time)")
     return ap.parse_args(argv)
 
 
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
         campaign.run_certification(args.ckpt, out, points=args.points, agents=args.agents, seed=args.seed,
                                    time_limit=args.time_limit or None, solver=args.solver, workers=args.workers,
                                    profiles=args.profiles, progress=True, executor=args.executor,
-                                   address=args.address)
+                                   address=args.address, batch_pairs=args.batch_pairs)
     except Exception as e:  # bad input, or an error every pair would hit (a licence, an architecture)
         if not isinstance(e, (CheckpointError, campaign.RunError)) and not campaign.is_fatal(e):
             raise

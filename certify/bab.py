@@ -108,15 +108,18 @@ class Problem:
         self.fixed = fixed.reshape(-1)
         self.vals = self.v[self.agent]
 
-    def bound(self, xl: np.ndarray, xu: np.ndarray):
-        """``(upper (B,), slope (B, M), centre utility (B,))`` for boxes (B, M). Every call is padded
-        to ``batch`` boxes (one compilation per network; a padded call costs what a full one does)."""
+    def bound(self, xl: np.ndarray, xu: np.ndarray, fixed=None, vals=None):
+        """``(upper (B,), slope (B, M), centre utility (B,))`` for boxes (B, M) of this problem, or
+        of other profiles of the same agent (``fixed`` (B, N*M), ``vals`` (B, M)). Every call is
+        padded to ``batch`` boxes (one compilation per network; a padded call costs a full one)."""
         b = len(xl)
         size = max(b, self.batch)
+        fixed = np.tile(self.fixed, (b, 1)) if fixed is None else fixed
+        vals = np.tile(self.vals, (b, 1)) if vals is None else vals
         pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - b, 0)]) if size > b else a
         with jax.enable_x64(True):
             out = _round(self.net, self.params64, jnp.asarray(pad(xl)), jnp.asarray(pad(xu)),
-                         jnp.asarray(np.tile(self.fixed, (size, 1))), jnp.asarray(np.tile(self.vals, (size, 1))),
+                         jnp.asarray(pad(fixed)), jnp.asarray(pad(vals)),
                          jnp.asarray(np.eye(self.spec.n_agents)[self.agent]), self.spec, self.backward)
             ub, au, u = (np.asarray(t, np.float64)[:b] for t in out)
         return ub, au, u
@@ -194,6 +197,123 @@ def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None
     leaves = tuple(np.concatenate([g[k] for g in gone]) for k in range(3))
     return BabResult(upper=upper, best_u=best_u, best_b=best_b, status=status, boxes=boxes, rounds=rounds,
                      open=int(len(ub)), seconds=time.perf_counter() - t0, message=msg, leaves=leaves)
+
+
+def maximize_many(problems: list, lo_i, hi_i, *, incs=None, gap: float = 1e-6, deadline: float | None = None,
+                  branching: str = "longest", max_open: int = 2_000_000) -> list:
+    """:func:`maximize` for many problems of one agent (profiles of one network) in one pool:
+    every call bounds boxes of several profiles, so a batch stays full (on a GPU, busy) while each
+    problem needs only a few. Each problem gets a fair share of every call (its best boxes);
+    its result is what :func:`maximize` would prove (the same bracket, other boxes). ``incs``:
+    per problem ``(inc_u, inc_b)`` or None. Problems that have not closed their gap at the
+    deadline get status "time_limit" with the bounds reached."""
+    if branching not in BRANCHING:
+        raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
+    if not gap > 0:
+        raise ValueError(f"gap must be positive, got {gap}")
+    if not problems:
+        return []
+    first = problems[0]
+    if any(p.agent != first.agent or p.spec != first.spec or p.batch != first.batch or p.backward != first.backward
+           for p in problems):
+        raise ValueError("maximize_many needs problems of one agent, spec, batch and bound method")
+    t0 = time.perf_counter()
+    n = len(problems)
+    lo_i, hi_i = np.asarray(lo_i, np.float64), np.asarray(hi_i, np.float64)
+    width0 = np.where(hi_i > lo_i, hi_i - lo_i, 1.0)
+    fixed_all = np.stack([p.fixed for p in problems])
+    vals_all = np.stack([p.vals for p in problems])
+    batch, half = first.batch, max(1, first.batch // 2)
+    best_u = np.full(n, -np.inf)
+    best_b = np.repeat(((lo_i + hi_i) / 2)[None], n, 0)
+    for k, inc in enumerate(incs or [None] * n):
+        if inc is not None and inc[1] is not None:
+            best_u[k], best_b[k] = float(inc[0]), np.asarray(inc[1], np.float64)
+    pruned = np.full(n, -np.inf)
+    boxes, rounds = np.zeros(n, int), np.zeros(n, int)
+    status, msgs, done_at = ["optimal"] * n, [""] * n, np.full(n, np.nan)
+    gone = []
+    uppers, final = np.full(n, np.inf), np.full(n, np.inf)
+
+    def bound(xl, xu, pid):
+        out = []
+        for s0 in range(0, len(xl), batch):   # calls of at most `batch` boxes: one compilation
+            sl = slice(s0, s0 + batch)
+            out.append(first.bound(xl[sl], xu[sl], fixed_all[pid[sl]], vals_all[pid[sl]]))
+        return tuple(np.concatenate([o[k] for o in out]) for k in range(3))
+
+    def take_best(pid, val, xl, xu):
+        order = np.lexsort((-val, pid))
+        head = np.ones(len(order), bool)
+        head[1:] = pid[order][1:] != pid[order][:-1]
+        for j in order[head]:
+            if val[j] > best_u[pid[j]]:
+                best_u[pid[j]], best_b[pid[j]] = float(val[j]), (xl[j] + xu[j]) / 2
+
+    pid = np.arange(n)
+    xl, xu = np.repeat(lo_i[None], n, 0), np.repeat(hi_i[None], n, 0)
+    ub, au, u = bound(xl, xu, pid)
+    boxes += 1
+    take_best(pid, u, xl, xu)
+    active = np.ones(n, bool)
+    while True:
+        keep = ub > best_u[pid] + gap / 2
+        if not np.all(keep):
+            np.maximum.at(pruned, pid[~keep], ub[~keep])
+            gone.append((xl[~keep], xu[~keep], ub[~keep], pid[~keep]))
+            xl, xu, ub, au, pid = xl[keep], xu[keep], ub[keep], au[keep], pid[keep]
+        top_open = np.full(n, -np.inf)
+        np.maximum.at(top_open, pid, ub)
+        uppers = np.maximum(np.maximum(top_open, pruned), best_u)
+        uppers = np.where(active, uppers, final)       # a closed problem keeps the bound it closed with
+        closed = active & (uppers - best_u <= gap)
+        if np.any(closed):
+            final[closed] = uppers[closed]
+            done_at[closed] = time.perf_counter() - t0
+            active &= ~closed
+            out = ~active[pid]
+            gone.append((xl[out], xu[out], ub[out], pid[out]))
+            xl, xu, ub, au, pid = xl[~out], xu[~out], ub[~out], au[~out], pid[~out]
+        if not np.any(active):
+            break
+        over = deadline is not None and time.perf_counter() > deadline
+        if over or len(ub) + half > max_open:
+            for k in np.flatnonzero(active):
+                status[k] = "time_limit" if over else "gap_open"
+                msgs[k] = (f"time limit with {int(np.sum(pid == k))} open boxes" if over
+                           else f"stopped at {len(ub)} open boxes in the shared pool (max_open {max_open})")
+            break
+        n_act = int(np.sum(active))
+        quota = max(1, half // n_act)
+        order = np.lexsort((-ub, pid))
+        first_of = np.searchsorted(pid[order], pid[order], side="left")
+        rank = np.arange(len(order)) - first_of
+        sel = order[rank < quota]
+        if len(sel) > half:  # more problems than half a batch: their best boxes, best first
+            sel = sel[np.argsort(-ub[sel])[:half]]
+        rest = np.ones(len(ub), bool)
+        rest[sel] = False
+        levels = max(1, int(np.log2(max(1, batch // len(sel)))))
+        cl, cu = _split(xl[sel], xu[sel], au[sel], width0, branching, levels)
+        cpid = np.tile(pid[sel], 2 ** levels)
+        cub, cau, cval = bound(cl, cu, cpid)
+        np.add.at(boxes, cpid, 1)
+        rounds[np.unique(cpid)] += 1
+        take_best(cpid, cval, cl, cu)
+        xl, xu = np.concatenate([xl[rest], cl]), np.concatenate([xu[rest], cu])
+        ub, au, pid = np.concatenate([ub[rest], cub]), np.concatenate([au[rest], cau]), np.concatenate([pid[rest], cpid])
+    gone.append((xl, xu, ub, pid))
+    allx = [np.concatenate([g[k] for g in gone]) for k in range(4)]
+    total = time.perf_counter() - t0
+    results = []
+    for k in range(n):
+        mine = allx[3] == k
+        results.append(BabResult(upper=float(uppers[k]), best_u=float(best_u[k]), best_b=best_b[k].copy(),
+                                 status=status[k], boxes=int(boxes[k]), rounds=int(rounds[k]),
+                                 open=int(np.sum(pid == k)), seconds=float(done_at[k]) if np.isfinite(done_at[k])
+                                 else total, message=msgs[k],
+                                 leaves=(allx[0][mine], allx[1][mine], allx[2][mine])))
+    return results
 
 
 def leaf_margin(leaves, root_lo, root_hi, margin_root: float, margin_of, budget: int = 16) -> float:

@@ -120,11 +120,17 @@ def build_model(params: Params, spec: MechanismSpec, valuations, agent: int, *, 
 
 def _pgd(params, spec, v, agent, low, high, steps, lr):
     """PGD misreport of ``agent`` (:func:`jaxauction.misreport.regret_pgd`, float32) and its regret."""
+    mis, rg = pgd_batch(params, spec, v[None], low, high, steps, lr)
+    return mis[0, agent], float(rg[0, agent])
+
+
+def pgd_batch(params, spec, vals, low, high, steps, lr):
+    """:func:`jaxauction.misreport.regret_pgd` on profiles (P, N, M): misreports and regrets, float64."""
     from jaxauction.misreport import regret_pgd
 
-    mis, rg = regret_pgd(params, spec, jnp.asarray(v[None], jnp.float32), jnp.asarray(low, jnp.float32),
+    mis, rg = regret_pgd(params, spec, jnp.asarray(vals, jnp.float32), jnp.asarray(low, jnp.float32),
                          jnp.asarray(high, jnp.float32), steps=int(steps), lr=float(lr))
-    return np.asarray(mis[0, agent], np.float64), float(rg[0, agent])
+    return np.asarray(mis, np.float64), np.asarray(rg, np.float64)
 
 
 def _grid(lo_i, hi_i, count, seed=0):
@@ -186,28 +192,9 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
         raise ValueError(f"threads must be >= 1, got {threads}")
     t_start = time.perf_counter()
     deadline = None if time_limit is None else t_start + float(time_limit)
-    w = weights64(params)
-    truthful_u = float(utility64(w, spec, v, v, agent))
-
-    # 1. incumbent -----------------------------------------------------------------------------
-    pgd_regret = None
-    cands = [v[agent].copy()]
-    if pgd_steps and pgd_steps > 0:
-        pgd_b, pgd_regret = _pgd(params, spec, v, agent, low, high, pgd_steps, pgd_lr)
-        cands.append(np.clip(pgd_b, low[agent], high[agent]))
-    cands = np.concatenate([np.asarray(cands), _grid(low[agent], high[agent], opts.samples)])
-    prof = np.repeat(v[None], len(cands), 0)
-    prof[:, agent] = cands
-    utils = utility64(w, spec, prof, v, agent)
-    k = int(np.argmax(utils))
-    inc_u, inc_b = float(utils[k]), cands[k].copy()
-
-    # rounding margins over agent i's whole bid box (certify.rounding), from its CROWN bounds
-    t0 = time.perf_counter()
-    box = agent_box(v, agent, low[agent], high[agent])
-    errors, n_unstable = _box_errors(params, spec, w, box)
-    margins = {p: rounding.combine(*errors[p], v, agent) for p in errors}
-    ctx = _Context(params, spec, w, v, agent, truthful_u, pgd_regret, margins, time.perf_counter() - t0, n_unstable)
+    pgd = _pgd(params, spec, v, agent, low, high, pgd_steps, pgd_lr) if pgd_steps and pgd_steps > 0 else None
+    ctx, inc_u, inc_b = prepare(params, spec, v, agent, low, high, opts, pgd)
+    w, n_unstable = ctx.w, ctx.n_unstable
     if solver == "auto":   # the measured rule depends on the box's unstable ReLUs (certify.methods)
         method = methods.pick(spec, solver, n_unstable=n_unstable)
     if method == "planar":
@@ -229,6 +216,30 @@ def certify_point(params: Params, spec: MechanismSpec, valuations, agent: int, *
         cert.message = "; ".join(m for m in (f"{first.solver} first ({first.status}): {first.message}", cert.message) if m)
         return cert
     return _certify_mip(ctx, low, high, inc_u, inc_b, opts, method, threads, mip_start, lp_file, deadline)
+
+
+def prepare(params, spec, v, agent, low, high, opts: CertifyOptions, pgd=None):
+    """Steps 1 and 4's margins for a validated pair: ``(ctx, inc_u, inc_b)``, the best of the
+    truthful bid, the gradient-ascent misreport ``pgd = (bid, regret)`` (if any) and a grid of
+    ``opts.samples`` bids, evaluated by the float64 twin."""
+    w = weights64(params)
+    truthful_u = float(utility64(w, spec, v, v, agent))
+    cands = [v[agent].copy()]
+    if pgd is not None:
+        cands.append(np.clip(pgd[0], low[agent], high[agent]))
+    cands = np.concatenate([np.asarray(cands), _grid(low[agent], high[agent], opts.samples)])
+    prof = np.repeat(v[None], len(cands), 0)
+    prof[:, agent] = cands
+    utils = utility64(w, spec, prof, v, agent)
+    k = int(np.argmax(utils))
+    # rounding margins over agent i's whole bid box (certify.rounding), from its CROWN bounds
+    t0 = time.perf_counter()
+    box = agent_box(v, agent, low[agent], high[agent])
+    errors, n_unstable = _box_errors(params, spec, w, box)
+    margins = {p: rounding.combine(*errors[p], v, agent) for p in errors}
+    ctx = _Context(params, spec, w, v, agent, truthful_u, None if pgd is None else pgd[1], margins,
+                   time.perf_counter() - t0, n_unstable)
+    return ctx, float(utils[k]), cands[k].copy()
 
 
 _BOX_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()
@@ -378,26 +389,35 @@ def _certify_bab(ctx: _Context, low, high, inc_u, inc_b, opts: CertifyOptions, d
     ``opts.bab_gap``; at the deadline or the pool limit, the bounds reached (status time_limit /
     gap_open)."""
     agent = ctx.agent
-    backward = opts.bab_backward if opts.bab_backward is not None else ctx.spec.activation == "tanh"
-    problem = bab.Problem(ctx.w, ctx.spec, ctx.v, agent, batch=opts.bab_batch, backward=backward)
+    problem = bab.Problem(ctx.w, ctx.spec, ctx.v, agent, batch=opts.bab_batch, backward=bab_backward(ctx.spec, opts))
     res = bab.maximize(problem, low[agent], high[agent], inc_u=inc_u, inc_b=inc_b, gap=opts.bab_gap,
                        deadline=deadline, branching=opts.bab_branching, max_boxes=max_boxes)
+    return bab_certificate(ctx, res, low, high, inc_u, inc_b, opts)
+
+
+def bab_backward(spec, opts: CertifyOptions) -> bool:
+    """Whether bab back-substitutes (``opts.bab_backward``; None: for tanh nets, as measured)."""
+    return opts.bab_backward if opts.bab_backward is not None else spec.activation == "tanh"
+
+
+def bab_certificate(ctx: _Context, res, low, high, inc_u, inc_b, opts: CertifyOptions) -> Certificate:
+    """The certificate of a finished :class:`certify.bab.BabResult`, with the float32 margins of
+    the cells where the maximum can be (:func:`certify.bab.leaf_margin`) and at the truthful bid."""
+    agent = ctx.agent
     best_b = res.best_b if res.best_u >= inc_u else inc_b
     msgs = [f"{res.boxes} boxes in {res.rounds} rounds, {res.open} open"] + ([res.message] if res.message else [])
+    common = dict(solver="bab", nodes=res.boxes, time_solve_s=res.seconds, time_build_s=0.0, n_binaries=0,
+                  n_boxes=res.boxes, mip_objective=None, mip_network_error=None, method_tol=opts.bab_gap)
     upper_u = res.upper
     if not np.isfinite(upper_u):
         return ctx.certificate(search_status="error" if res.status == "optimal" else res.status, upper_u=None,
-                               best_b=best_b, solver="bab", nodes=res.boxes, time_solve_s=res.seconds,
-                               time_build_s=0.0, n_binaries=0, n_boxes=res.boxes, mip_objective=None,
-                               mip_network_error=None, method_tol=opts.bab_gap,
-                               message="; ".join(msgs + ["no finite bound (overflowing relaxation)"]))
+                               best_b=best_b, message="; ".join(msgs + ["no finite bound (overflowing relaxation)"]),
+                               **common)
     # float32 margins where they matter: the region the maximum can be in, and the truthful bid
     t0 = time.perf_counter()
     m_up = bab.leaf_margin(res.leaves, low[agent], high[agent], ctx.margins["float32"], ctx.margin32,
                            budget=opts.bab_margin_cells)
     m_truth = min(ctx.margins["float32"], ctx.margin32(ctx.v[agent], ctx.v[agent]))
-    return ctx.certificate(search_status=res.status, upper_u=upper_u, best_b=best_b, solver="bab", nodes=res.boxes,
-                           time_solve_s=res.seconds, time_build_s=0.0, n_binaries=0, n_boxes=res.boxes,
-                           mip_objective=None, mip_network_error=None, method_tol=opts.bab_gap,
-                           margin32=m_up, margin32_truthful=m_truth, time_bounds_s=time.perf_counter() - t0,
-                           message="; ".join(msgs))
+    return ctx.certificate(search_status=res.status, upper_u=upper_u, best_b=best_b, margin32=m_up,
+                           margin32_truthful=m_truth, time_bounds_s=time.perf_counter() - t0,
+                           message="; ".join(msgs), **common)

@@ -350,6 +350,7 @@ def smooth_step(fn: Smooth, z: Lin, box: Box, lo=None, hi=None, domain=None):
     l, u = decide(box, lambda: interval(z, box))
     if domain is not None:
         l, u = jnp.maximum(l, domain[0]), jnp.minimum(u, domain[1])
+        u = jnp.maximum(u, l)   # never empty (it cannot be in exact arithmetic; rounding must not make it)
     return relaxed(z, box, smooth_relaxation(fn, l, u), lo=lo, hi=hi)
 
 

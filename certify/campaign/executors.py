@@ -33,6 +33,27 @@ def run_serial(job: Job, todo, profiles, on_result) -> None:
         on_result(certify_one(job, p, a, profiles[p]))
 
 
+def run_batched(job: Job, todo, profiles, on_result, batch_pairs: int) -> None:
+    """In this process, ``batch_pairs`` pairs of one agent at a time in one bab pool
+    (:func:`certify.batch.certify_many`; ``job.certify_kwargs`` may hold its ``options``)."""
+    from certify.batch import certify_many
+    from certify.campaign.pair import finish_record
+
+    by_agent: dict = {}
+    for p, a in todo:
+        by_agent.setdefault(a, []).append(p)
+    for a, points in by_agent.items():
+        for s0 in range(0, len(points), batch_pairs):
+            chunk = points[s0:s0 + batch_pairs]
+            t0 = time.perf_counter()
+            kw = {k: v for k, v in job.certify_kwargs.items() if k in ("options", "pgd_steps", "pgd_lr")}
+            certs = certify_many(job.params, job.spec, np.asarray([profiles[p] for p in chunk]), a, low=job.low,
+                                 high=job.high, time_limit=job.time_limit, **kw)
+            wall = (time.perf_counter() - t0) / len(chunk)
+            for p, c in zip(chunk, certs):
+                on_result(finish_record(dict(c.to_json()), p, a, profiles[p], wall))
+
+
 # --------------------------------------------------------------------------------------------
 # The local process pool
 

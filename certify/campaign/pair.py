@@ -83,11 +83,17 @@ def certify_one(job: Job, point: int, agent: int, vals: np.ndarray) -> dict | No
         if tb:
             msg += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
         rec = error_record(point, agent, vals, job.solver, msg)
+    return finish_record(rec, point, agent, vals, time.perf_counter() - t0)
+
+
+def finish_record(rec: dict, point: int, agent: int, vals, wall_s: float) -> dict | None:
+    """A results line from a certificate's fields: every key, the pair, its wall time (None for
+    an interrupted solve, which is not a result)."""
     if str(rec.get("status")) in INTERRUPTED:
         return None
     for k in RESULT_KEYS:
         rec.setdefault(k, None)
     rec["point"], rec["agent"] = int(point), int(agent)
     rec["valuations"] = np.asarray(vals).tolist()
-    rec["wall_s"] = time.perf_counter() - t0
+    rec["wall_s"] = wall_s
     return jsonable(rec)

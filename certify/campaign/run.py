@@ -31,7 +31,7 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
                       solver: str = "auto", workers: int = 1, profiles: Any = None,
                       certify_fn: Callable | None = None, progress: bool = True, threads: int = 1,
                       certify_kwargs: dict | None = None, executor: str = "local",
-                      address: str | None = None) -> list[dict]:
+                      address: str | None = None, batch_pairs: int = 1) -> list[dict]:
     """Certify ``points`` profiles x ``agents``; append to ``out_dir/results.jsonl``; resume if present.
 
     Args:
@@ -56,6 +56,8 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
         (:func:`certify.campaign.executors.run_ray`); the same records either way.
       address: the Ray cluster (``executor="ray"`` only; see
         :func:`certify.campaign.executors.connect_ray`); None starts a local Ray instance.
+      batch_pairs: > 1: certify this many pairs of one agent together in one bab pool, in this
+        process (:func:`certify.batch.certify_many`; bab only, ``workers=1``, local executor).
 
     Returns:
       One record per requested (point, agent), sorted, the old ones included.
@@ -82,6 +84,17 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
             print(methods.describe(spec, solver), flush=True)
     if workers < 1:
         raise RunError(f"workers must be >= 1, got {workers}")
+    if batch_pairs < 1:
+        raise RunError(f"batch_pairs must be >= 1, got {batch_pairs}")
+    if batch_pairs > 1:
+        from certify import methods
+
+        if methods.pick(spec, solver) != "bab":
+            raise RunError(f"--batch-pairs certifies pairs together in one branch-and-bound pool: it needs bab "
+                           f"(--solver bab, or auto on a net no MIP encodes); solver {solver!r} runs "
+                           f"{methods.pick(spec, solver)!r} here")
+        if workers > 1 or executor == "ray":
+            raise RunError("--batch-pairs runs in this process: use it with --workers 1 and the local executor")
     if time_limit is not None and not time_limit > 0:
         raise RunError(f"time limit must be positive, got {time_limit}")
     prof, source = resolve_profiles(profiles, prior, spec, seed, points, low, high)
@@ -120,6 +133,9 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
             elif executor == "ray":
                 job = Job(params, spec, low, high, certify_fn, solver, time_limit, 1, kwargs)
                 executors.run_ray(job, todo, prof, min(workers, len(todo)), on_result, address=address)
+            elif batch_pairs > 1:
+                job = Job(params, spec, low, high, None, solver, time_limit, 1, kwargs)
+                executors.run_batched(job, todo, prof, on_result, batch_pairs)
             elif workers == 1 or len(todo) <= 1:
                 job = Job(params, spec, low, high, certify_fn or default_certify_fn(), solver, time_limit,
                           threads, kwargs)
