@@ -58,6 +58,11 @@ def check_supported(spec: MechanismSpec) -> None:
         raise UnsupportedArchitecture(f"bab has no relaxation for allocation={spec.allocation!r}")
     if spec.payment not in ("fractional", "fractional_sigmoid", "free"):
         raise UnsupportedArchitecture(f"bab has no relaxation for payment={spec.payment!r}")
+    widest = max(spec.n_agents * spec.n_items, *(h * (2 if getattr(spec, "towers", "shared") == "separate" else 1)
+                                                  for h in spec.hidden))
+    if widest > 4000:
+        raise UnsupportedArchitecture(f"bab's outward rounding (relax.PAD) covers fan-ins up to 4000; this net has "
+                                      f"a layer of {widest} inputs")
     if spec.allocation == "sparsemax" and spec.n_agents + 1 > 6:
         raise UnsupportedArchitecture(f"bab's sparsemax bound enumerates the 2^(N+1) - 1 supports; "
                                       f"N = {spec.n_agents} agents is too many (at most 5)")

@@ -33,10 +33,12 @@ Floating point. Every array here is float64, and every step widens the bounds it
 that step (``mag_y = |W|^T mag_z + |c|`` through a dense layer, times the largest |slope| plus the
 largest |offset| through a relaxation). A step's inputs are the stored (already widened) bounds
 of the step before, which hold exactly, so each step only has to cover its own rounding: a sum
-of n products in any order errs by at most ``gamma_n mag`` (Higham, Lemma 3.1), and
-``gamma_{2H+3} <= 2^-44`` for widths H <= 8000; the elementwise functions (exp, tanh, arctanh,
-sqrt) are assumed accurate to 2^-50 relative (8 ulps), as :mod:`certify.rounding` assumes. So the
-bounds hold for the exact real-arithmetic function of the weights.
+of n products in any order errs by at most ``gamma_n mag`` (Higham, Lemma 3.1), and ``gamma_n <=
+2^-40`` for n <= 8192 terms, i.e. for fan-ins up to 4000 even counting both halves of a split
+``W+ au + W- al`` (our widest layer, two merged towers of 128, has 256: there ``PAD`` is 30 times
+``gamma_{2H+3}``); the elementwise functions (exp, tanh, arctanh, sqrt) are assumed accurate to
+2^-50 relative (8 ulps), as :mod:`certify.rounding` assumes. So the bounds hold for the exact
+real-arithmetic function of the weights.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ import jax.numpy as jnp
 
 
 _TINY = 1e-300
-# Outward rounding of every step, relative to its magnitude (module docstring: 16x gamma_{2H+3}).
+# Outward rounding of every step, relative to its magnitude (module docstring: >= gamma_n, n <= 8192).
 PAD = 2.0 ** -40
 
 

@@ -279,6 +279,9 @@ def test_bab_refusals():
         bab.maximize(prob, low[agent], high[agent], gap=0.0)
     with pytest.raises(ValueError, match="bab_branching"):
         CertifyOptions(bab_branching="nope")
+    wide = MechanismSpec(n_agents=1, n_items=2, hidden=(2500,), towers="separate")
+    with pytest.raises(ValueError, match="fan-ins up to 4000"):
+        methods.check(wide, "bab")
     big = MechanismSpec(n_agents=6, n_items=2, hidden=(4,))
     p6 = _nets.random_params(big, np.random.default_rng(0))
     with pytest.raises(ValueError, match="too many"):
