@@ -17,7 +17,8 @@ one, or a bisected one whose children cover it. A child whose bound is at most
 Branching (``branching``): ``"longest"`` bisects the widest edge relative to the root box;
 ``"slope"`` the edge with the largest ``|a_j| (xu_j - xl_j)``, ``a`` the linear part of the
 box's utility bound (the direction in which the bound changes most, so one child is likely to be
-pruned). ``bench/bab_branching.py`` measures both; the default is the faster one there.
+pruned). ``bench/bab_vs_mip.py --branching`` measures both (BENCHMARKS.md): longest edge, the
+default, was faster on all four nets tried.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from certify import linbound
+from certify import linbound, network
 from certify.network import Weights
 from jaxauction import mechanism
 from jaxauction.mechanism import MechanismSpec
@@ -51,19 +52,6 @@ class BabResult:
     seconds: float
     message: str = ""
     leaves: tuple = ()   # (xl (L, M), xu (L, M), ub (L,)): the final partition, open and pruned boxes
-
-
-def shared_params(w: Weights) -> dict:
-    """The float64 weights as a shared-trunk params pytree (separate towers are block-diagonal)."""
-    return {"trunk": [{"w": a, "b": b} for a, b in w.trunk], "alloc": {"w": w.alloc[0], "b": w.alloc[1]},
-            "pay": {"w": w.pay[0], "b": w.pay[1]}}
-
-
-def shared_spec(spec: MechanismSpec) -> MechanismSpec:
-    """``spec`` for :func:`shared_params` (same function)."""
-    if getattr(spec, "towers", "shared") != "shared":
-        return dataclasses.replace(spec, towers="shared", hidden=tuple(2 * h for h in spec.hidden))
-    return spec
 
 
 def _split(pl, pu, pa, width0, branching, levels):
@@ -90,7 +78,7 @@ def _round(net, params64, xl, xu, fixed, vals, onehot, spec, backward):
     mid = (xl + xu) / 2
     n, m = spec.n_agents, spec.n_items
     prof = fixed.reshape(-1, n, m) + onehot[None, :, None] * mid[:, None, :]
-    a, p = mechanism.apply(params64, prof, shared_spec(spec))
+    a, p = mechanism.apply(params64, prof, spec)   # params64 is shared-trunk: apply reads its keys
     u = jnp.einsum("bnm,n,bm->b", a, onehot, vals) - p @ onehot
     return ub, au, u
 
@@ -98,11 +86,14 @@ def _round(net, params64, xl, xu, fixed, vals, onehot, spec, backward):
 class Problem:
     """One (profile, agent) to maximize: the compiled weights and the jitted round."""
 
-    def __init__(self, w: Weights, spec: MechanismSpec, v, agent: int, batch: int = 1024, backward: bool = True):
+    def __init__(self, w: Weights, spec: MechanismSpec, v, agent: int, batch: int = 1024, backward: bool = True,
+                 net: linbound.AgentNet | None = None):
+        """``net``: :func:`certify.linbound.compile_net` of ``(w, spec, agent)`` if already made (it
+        does not depend on the profile, so problems of one agent can share it)."""
         self.spec, self.agent, self.batch, self.backward = spec, int(agent), int(batch), bool(backward)
         self.v = np.asarray(v, np.float64)
-        self.net = linbound.compile_net(w, spec, self.agent)
-        self.params64 = shared_params(w)
+        self.net = linbound.compile_net(w, spec, self.agent) if net is None else net
+        self.params64 = network.params_from(w, np.float64)  # the shared-trunk form
         fixed = self.v.copy()
         fixed[self.agent] = 0.0
         self.fixed = fixed.reshape(-1)
@@ -128,7 +119,8 @@ class Problem:
 def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None, gap: float = 1e-6,
              deadline: float | None = None, branching: str = "longest",
              max_open: int = 2_000_000, max_boxes: int | None = None, progress=None) -> BabResult:
-    """Branch and bound ``max u_i`` over ``[lo_i, hi_i]`` (module docstring).
+    """Branch and bound ``max u_i`` over ``[lo_i, hi_i]`` (module docstring): :func:`maximize_many`
+    of one problem.
 
     Args:
       problem: the (profile, agent).
@@ -141,72 +133,22 @@ def maximize(problem: Problem, lo_i, hi_i, *, inc_u: float = -np.inf, inc_b=None
       max_boxes: stop ("gap_open") once this many boxes have been bounded (None: no limit).
       progress: optional callable ``(lower, upper, open_boxes)`` called every round.
     """
-    if branching not in BRANCHING:
-        raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
-    if not gap > 0:
-        raise ValueError(f"gap must be positive, got {gap}")
-    t0 = time.perf_counter()
-    lo_i, hi_i = np.asarray(lo_i, np.float64), np.asarray(hi_i, np.float64)
-    width0 = np.where(hi_i > lo_i, hi_i - lo_i, 1.0)
-    xl, xu = lo_i[None].copy(), hi_i[None].copy()
-    ub, au, u = problem.bound(xl, xu)
-    best_u, best_b = float(inc_u), (None if inc_b is None else np.asarray(inc_b, np.float64).copy())
-    if u[0] > best_u or best_b is None:
-        best_u, best_b = float(u[0]), (xl[0] + xu[0]) / 2
-    pruned, boxes, rounds = -np.inf, 1, 0
-    gone = []                       # pruned boxes (xl, xu, ub): with the open ones, a partition
-    status, msg = "optimal", ""
-    batch = problem.batch
-    half = max(1, batch // 2)
-    while True:
-        keep = ub > best_u + gap / 2
-        if not np.all(keep):
-            pruned = max(pruned, float(ub[~keep].max()))
-            gone.append((xl[~keep], xu[~keep], ub[~keep]))
-            xl, xu, ub, au = xl[keep], xu[keep], ub[keep], au[keep]
-        upper = max(float(ub.max()) if len(ub) else -np.inf, pruned, best_u)
-        if progress is not None:
-            progress(best_u, upper, len(ub))
-        if upper - best_u <= gap:
-            break
-        if deadline is not None and time.perf_counter() > deadline:
-            status, msg = "time_limit", f"time limit with {len(ub)} open boxes"
-            break
-        if len(ub) + half > max_open:
-            status, msg = "gap_open", f"stopped at {len(ub)} open boxes (max_open {max_open})"
-            break
-        if max_boxes is not None and boxes >= max_boxes:
-            status, msg = "gap_open", f"stopped after {boxes} boxes (max_boxes {max_boxes})"
-            break
-        k = min(half, len(ub))
-        top = np.argpartition(-ub, k - 1)[:k] if k < len(ub) else np.arange(len(ub))
-        rest = np.ones(len(ub), bool)
-        rest[top] = False
-        # a small pool: cut each box into 2^levels pieces, so that a round fills the batch
-        levels = max(1, int(np.log2(max(1, batch // k))))
-        cl, cu = _split(xl[top], xu[top], au[top], width0, branching, levels)
-        cub, cau, cval = problem.bound(cl, cu)
-        boxes += len(cl)
-        rounds += 1
-        j = int(np.argmax(cval))
-        if cval[j] > best_u:
-            best_u, best_b = float(cval[j]), (cl[j] + cu[j]) / 2
-        xl, xu = np.concatenate([xl[rest], cl]), np.concatenate([xu[rest], cu])
-        ub, au = np.concatenate([ub[rest], cub]), np.concatenate([au[rest], cau])
-    gone.append((xl, xu, ub))
-    leaves = tuple(np.concatenate([g[k] for g in gone]) for k in range(3))
-    return BabResult(upper=upper, best_u=best_u, best_b=best_b, status=status, boxes=boxes, rounds=rounds,
-                     open=int(len(ub)), seconds=time.perf_counter() - t0, message=msg, leaves=leaves)
+    prog = None if progress is None else (lambda lower, upper, n_open: progress(float(lower[0]), float(upper[0]), n_open))
+    return maximize_many([problem], lo_i, hi_i, incs=[(inc_u, inc_b)], gap=gap, deadline=deadline,
+                         branching=branching, max_open=max_open, max_boxes=max_boxes, progress=prog)[0]
 
 
 def maximize_many(problems: list, lo_i, hi_i, *, incs=None, gap: float = 1e-6, deadline: float | None = None,
-                  branching: str = "longest", max_open: int = 2_000_000) -> list:
-    """:func:`maximize` for many problems of one agent (profiles of one network) in one pool:
+                  branching: str = "longest", max_open: int = 2_000_000, max_boxes: int | None = None,
+                  progress=None) -> list:
+    """Branch and bound for many problems of one agent (profiles of one network) in one pool:
     every call bounds boxes of several profiles, so a batch stays full (on a GPU, busy) while each
     problem needs only a few. Each problem gets a fair share of every call (its best boxes);
-    its result is what :func:`maximize` would prove (the same bracket, other boxes). ``incs``:
-    per problem ``(inc_u, inc_b)`` or None. Problems that have not closed their gap at the
-    deadline get status "time_limit" with the bounds reached."""
+    its bracket is what it would prove alone (other boxes). ``incs``: per problem ``(inc_u,
+    inc_b)`` or None. A problem that has not closed its gap at the deadline gets status
+    "time_limit", and one stopped by ``max_open`` (the shared pool) or ``max_boxes`` (its own
+    boxes) "gap_open", with the bounds reached. ``progress(lower (P,), upper (P,), open_boxes)``
+    is called every round."""
     if branching not in BRANCHING:
         raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
     if not gap > 0:
@@ -230,9 +172,9 @@ def maximize_many(problems: list, lo_i, hi_i, *, incs=None, gap: float = 1e-6, d
         if inc is not None and inc[1] is not None:
             best_u[k], best_b[k] = float(inc[0]), np.asarray(inc[1], np.float64)
     pruned = np.full(n, -np.inf)
-    boxes, rounds = np.zeros(n, int), np.zeros(n, int)
+    boxes, rounds, left = np.zeros(n, int), np.zeros(n, int), np.zeros(n, int)
     status, msgs, done_at = ["optimal"] * n, [""] * n, np.full(n, np.nan)
-    gone = []
+    gone = []                       # pruned and finished boxes (xl, xu, ub, pid): with the open ones, a partition
     uppers, final = np.full(n, np.inf), np.full(n, np.inf)
 
     def bound(xl, xu, pid):
@@ -265,34 +207,42 @@ def maximize_many(problems: list, lo_i, hi_i, *, incs=None, gap: float = 1e-6, d
         top_open = np.full(n, -np.inf)
         np.maximum.at(top_open, pid, ub)
         uppers = np.maximum(np.maximum(top_open, pruned), best_u)
-        uppers = np.where(active, uppers, final)       # a closed problem keeps the bound it closed with
-        closed = active & (uppers - best_u <= gap)
-        if np.any(closed):
-            final[closed] = uppers[closed]
-            done_at[closed] = time.perf_counter() - t0
-            active &= ~closed
+        uppers = np.where(active, uppers, final)       # a finished problem keeps the bound it ended with
+        if progress is not None:
+            progress(best_u, uppers, len(ub))
+        over = deadline is not None and time.perf_counter() > deadline
+        full = len(ub) + half > max_open
+        ending = active & (uppers - best_u <= gap)     # closed; the others below end with their gap open
+        for k in np.flatnonzero(active & ~ending):
+            if over or full or (max_boxes is not None and boxes[k] >= max_boxes):
+                ending[k] = True
+                status[k] = "time_limit" if over else "gap_open"
+                msgs[k] = (f"time limit with {int(np.sum(pid == k))} open boxes" if over else
+                           f"stopped at {len(ub)} open boxes (max_open {max_open})" if full else
+                           f"stopped after {boxes[k]} boxes (max_boxes {max_boxes})")
+        if np.any(ending):
+            final[ending] = uppers[ending]
+            done_at[ending] = time.perf_counter() - t0
+            np.add.at(left, pid, ending[pid])
+            active &= ~ending
             out = ~active[pid]
             gone.append((xl[out], xu[out], ub[out], pid[out]))
             xl, xu, ub, au, pid = xl[~out], xu[~out], ub[~out], au[~out], pid[~out]
         if not np.any(active):
             break
-        over = deadline is not None and time.perf_counter() > deadline
-        if over or len(ub) + half > max_open:
-            for k in np.flatnonzero(active):
-                status[k] = "time_limit" if over else "gap_open"
-                msgs[k] = (f"time limit with {int(np.sum(pid == k))} open boxes" if over
-                           else f"stopped at {len(ub)} open boxes in the shared pool (max_open {max_open})")
-            break
         n_act = int(np.sum(active))
         quota = max(1, half // n_act)
-        order = np.lexsort((-ub, pid))
-        first_of = np.searchsorted(pid[order], pid[order], side="left")
-        rank = np.arange(len(order)) - first_of
-        sel = order[rank < quota]
-        if len(sel) > half:  # more problems than half a batch: their best boxes, best first
-            sel = sel[np.argsort(-ub[sel])[:half]]
+        if n_act == 1:   # one problem left (or alone): its best boxes, without sorting the pool
+            sel = np.argpartition(-ub, quota - 1)[:quota] if quota < len(ub) else np.arange(len(ub))
+        else:
+            order = np.lexsort((-ub, pid))
+            first_of = np.searchsorted(pid[order], pid[order], side="left")
+            sel = order[np.arange(len(order)) - first_of < quota]
+            if len(sel) > half:  # more problems than half a batch: their best boxes, best first
+                sel = sel[np.argsort(-ub[sel])[:half]]
         rest = np.ones(len(ub), bool)
         rest[sel] = False
+        # a small pool: cut each box into 2^levels pieces, so that a round fills the batch
         levels = max(1, int(np.log2(max(1, batch // len(sel)))))
         cl, cu = _split(xl[sel], xu[sel], au[sel], width0, branching, levels)
         cpid = np.tile(pid[sel], 2 ** levels)
@@ -302,16 +252,13 @@ def maximize_many(problems: list, lo_i, hi_i, *, incs=None, gap: float = 1e-6, d
         take_best(cpid, cval, cl, cu)
         xl, xu = np.concatenate([xl[rest], cl]), np.concatenate([xu[rest], cu])
         ub, au, pid = np.concatenate([ub[rest], cub]), np.concatenate([au[rest], cau]), np.concatenate([pid[rest], cpid])
-    gone.append((xl, xu, ub, pid))
     allx = [np.concatenate([g[k] for g in gone]) for k in range(4)]
-    total = time.perf_counter() - t0
     results = []
     for k in range(n):
         mine = allx[3] == k
-        results.append(BabResult(upper=float(uppers[k]), best_u=float(best_u[k]), best_b=best_b[k].copy(),
-                                 status=status[k], boxes=int(boxes[k]), rounds=int(rounds[k]),
-                                 open=int(np.sum(pid == k)), seconds=float(done_at[k]) if np.isfinite(done_at[k])
-                                 else total, message=msgs[k],
+        results.append(BabResult(upper=float(final[k]), best_u=float(best_u[k]), best_b=best_b[k].copy(),
+                                 status=status[k], boxes=int(boxes[k]), rounds=int(rounds[k]), open=int(left[k]),
+                                 seconds=float(done_at[k]), message=msgs[k],
                                  leaves=(allx[0][mine], allx[1][mine], allx[2][mine])))
     return results
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from certify import bab, methods, regret
+from certify import bab, linbound, methods, regret
 from certify.certificate import Certificate, CertifyOptions
 from jaxauction.mechanism import MechanismSpec, Params
 
@@ -39,7 +39,9 @@ def certify_many(params: Params, spec: MechanismSpec, profiles, agent: int, *, l
                             None if pgd is None else (pgd[0][k, agent], float(pgd[1][k, agent])))
              for k, v in enumerate(vs)]
     backward = regret.bab_backward(spec, opts)
-    problems = [bab.Problem(ctx.w, spec, ctx.v, agent, batch=opts.bab_batch, backward=backward) for ctx, _, _ in preps]
+    net = linbound.compile_net(preps[0][0].w, spec, agent)   # one agent, one compiled net
+    problems = [bab.Problem(ctx.w, spec, ctx.v, agent, batch=opts.bab_batch, backward=backward, net=net)
+                for ctx, _, _ in preps]
     results = bab.maximize_many(problems, low[agent], high[agent], incs=[(u, b) for _, u, b in preps],
                                 gap=opts.bab_gap, deadline=deadline, branching=opts.bab_branching)
     return [regret.bab_certificate(ctx, res, low, high, inc_u, inc_b, opts)

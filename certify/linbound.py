@@ -51,14 +51,13 @@ def check_supported(spec: MechanismSpec) -> None:
     piece of ``spec``."""
     from certify.mip.encoders import UnsupportedArchitecture
 
-    activation = getattr(spec, "activation", "relu")
-    if activation not in ("relu", "tanh"):
-        raise UnsupportedArchitecture(f"bab has no relaxation for activation={activation!r} (relu, tanh)")
+    if spec.activation not in ("relu", "tanh"):
+        raise UnsupportedArchitecture(f"bab has no relaxation for activation={spec.activation!r} (relu, tanh)")
     if spec.allocation not in ("softmax", "sparsemax"):
         raise UnsupportedArchitecture(f"bab has no relaxation for allocation={spec.allocation!r}")
     if spec.payment not in ("fractional", "fractional_sigmoid", "free"):
         raise UnsupportedArchitecture(f"bab has no relaxation for payment={spec.payment!r}")
-    widest = max(spec.n_agents * spec.n_items, *(h * (2 if getattr(spec, "towers", "shared") == "separate" else 1)
+    widest = max(spec.n_agents * spec.n_items, *(h * (2 if spec.towers == "separate" else 1)
                                                   for h in spec.hidden))
     if widest > 4000:
         raise UnsupportedArchitecture(f"bab's outward rounding (relax.PAD) covers fan-ins up to 4000; this net has "

@@ -219,10 +219,11 @@ def utility32(params: Params, spec: MechanismSpec, bids, vals, agent: int):
     return float(u) if np.ndim(u) == 0 else u
 
 
-def params_from(w: Weights) -> dict:
-    """The float32 params pytree of float64 weights (inverse of :func:`weights64` for float32 data
-    of a shared trunk; for separate towers, the equivalent block-diagonal shared-trunk pytree, the
-    same function; ``mechanism.apply`` reads the pytree's keys, so either spec serves)."""
-    f = lambda a: np.asarray(a, np.float32)
+def params_from(w: Weights, dtype=np.float32) -> dict:
+    """The params pytree of float64 weights, as ``dtype`` (float32: the inverse of :func:`weights64`
+    for float32 data of a shared trunk; for separate towers, the equivalent block-diagonal
+    shared-trunk pytree, the same function; ``mechanism.apply`` reads the pytree's keys, so either
+    spec serves; float64: what bab evaluates candidate bids with)."""
+    f = lambda a: np.asarray(a, dtype)
     return {"trunk": [{"w": f(a), "b": f(b)} for a, b in w.trunk], "alloc": {"w": f(w.alloc[0]), "b": f(w.alloc[1])},
             "pay": {"w": f(w.pay[0]), "b": f(w.pay[1])}}

@@ -235,7 +235,7 @@ def prepare(params, spec, v, agent, low, high, opts: CertifyOptions, pgd=None):
     # rounding margins over agent i's whole bid box (certify.rounding), from its CROWN bounds
     t0 = time.perf_counter()
     box = agent_box(v, agent, low[agent], high[agent])
-    errors, n_unstable = _box_errors(params, spec, w, box)
+    errors, n_unstable = _box_errors(params, spec, w, box, agent)
     margins = {p: rounding.combine(*errors[p], v, agent) for p in errors}
     ctx = _Context(params, spec, w, v, agent, truthful_u, None if pgd is None else pgd[1], margins,
                    time.perf_counter() - t0, n_unstable)
@@ -246,16 +246,15 @@ _BOX_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()
 _CELL_ERRORS: "collections.OrderedDict[bytes, tuple]" = collections.OrderedDict()  # _Context.margin32
 
 
-def _box_errors(params, spec, w, box):
+def _box_errors(params, spec, w, box, agent: int):
     """:func:`certify.rounding.outcome_errors` in both precisions and the unstable-ReLU count of a
     box, memoized on (weights, spec, box): a single bidder's box is the same for every profile."""
     key = network.cache_key(w, spec, box.lower, box.upper)
     if key not in _BOX_ERRORS:
-        if getattr(spec, "activation", "relu") == "relu":
+        if spec.activation == "relu":
             nb = select(crown_batch(params, spec, box.lower[None], box.upper[None]), 0)
         else:  # CROWN here is ReLU-only; the forward relaxations of certify.linbound take any activation
-            i = int(np.argmax(np.any(box.upper > box.lower, axis=1)))
-            nb = linbound.network_bounds(w, spec, box.lower, i, box.lower[i], box.upper[i])
+            nb = linbound.network_bounds(w, spec, box.lower, agent, box.lower[agent], box.upper[agent])
         errs = {p: rounding.outcome_errors(w, spec, nb, box.lower, box.upper, p) for p in ("float32", "float64")}
         _BOX_ERRORS[key] = (errs, int(sum(unstable_counts(nb))))
         while len(_BOX_ERRORS) > 8:

@@ -124,12 +124,6 @@ def inputs(box: Box) -> Lin:
     return Lin(eye, zero, eye, zero, jnp.maximum(jnp.abs(box.xl), jnp.abs(box.xu)))
 
 
-def constant(lo, hi, m: int) -> Lin:
-    lo, hi = jnp.asarray(lo), jnp.asarray(hi)
-    z = jnp.zeros(lo.shape + (m,), lo.dtype)
-    return Lin(z, lo, z, hi, jnp.maximum(jnp.abs(lo), jnp.abs(hi)))
-
-
 def _pad(mag):
     return PAD * mag
 
