@@ -92,7 +92,8 @@ def run_certification(ckpt: str | Path, out_dir: str | Path, *, points: int = 10
         method = methods.pick(spec, solver)
         if method != "bab":
             raise RunError(f"--batch-pairs certifies pairs together in one branch-and-bound pool: it needs bab "
-                           f"(--solver bab, or auto on a net no MIP encodes); solver {solver!r} runs {method!r} here")
+                           f"(--solver bab, or auto on a net no MIP encodes); solver {solver!r} runs "
+                           f"{'the MIP' if method == methods.MIP_AUTO else repr(method)} here")
         if workers > 1 or executor == "ray":
             raise RunError("--batch-pairs runs in this process: use it with --workers 1 and the local executor")
     if time_limit is not None and not time_limit > 0:
