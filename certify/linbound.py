@@ -208,14 +208,19 @@ def _fraction(q: Lin, box: Box, spec: MechanismSpec) -> Lin:
 
 
 def _head(y: Lin, q: Lin, x: Lin, box: Box, vals, spec: MechanismSpec) -> Lin:
-    """Lin bounds of ``u_i`` from the head's inputs (see :func:`utility_lin`)."""
+    """Lin bounds of ``u_i`` from the head's inputs (see :func:`utility_lin`). ``vals``: agent i's
+    true values, constants (M,) or, where they range over the box too (the joint (v, b) box of
+    :mod:`certify.space`), a :class:`Lin` of them (then ``a_j v_j`` is a McCormick product)."""
     a = _allocation(y, box, spec)
     f = _fraction(q, box, spec)
-    if spec.payment == "free":
-        return relax.combine([(1.0, relax.total(a, vals)), (-1.0, f)])
     m = spec.n_items
+    if spec.payment == "free":
+        av = relax.total(a, vals) if not isinstance(vals, Lin) else relax.total(relax.product(a, vals, box),
+                                                                                 jnp.ones(m))
+        return relax.combine([(1.0, av), (-1.0, f)])
     fx = relax.product(relax.repeat(f, m), x, box)                             # f x_j
-    c = relax.combine([(-1.0, fx)], vals)                                      # v_j - f x_j
+    c = (relax.combine([(1.0, vals), (-1.0, fx)]) if isinstance(vals, Lin)
+         else relax.combine([(-1.0, fx)], vals))                               # v_j - f x_j
     return relax.total(relax.product(a, c, box), jnp.ones(m))
 
 
@@ -256,7 +261,18 @@ def backward_upper(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec, trun
     x2 = Lin(xin, jnp.zeros(m, y.al.dtype), xin, jnp.zeros(m, y.al.dtype), relax.inputs(Box(xl, xu)).mag)
     u2 = _head(y2, q2, x2, Box(xl, xu, tape.rewind()), vals, spec)
     g, g_x, c = u2.au[0, :hdim], u2.au[0, hdim:], u2.cu[0]
-    mag = u2.mag[0] + jnp.abs(g) @ h.mag
+    g_x, c, mag = backsubstitute(net, trunk, fixed, g, g_x, c, u2.mag[0])
+    box = Box(xl, xu)
+    return g_x @ box.mid + jnp.abs(g_x) @ box.rad + c + 4.0 * relax.PAD * (mag + jnp.abs(c))
+
+
+def backsubstitute(net: AgentNet, trunk, fixed, g, g_x, c, mag):
+    """``g . h_L + g_x . x + c`` (an upper bound of some quantity, ``mag`` its rounding scale) taken
+    back through the trunk to ``g_x' . x + c'``: each layer's recorded relaxation (its upper side
+    where a coefficient is positive, the lower where negative), then its dense map. Returns
+    ``(g_x', c', mag')``; the caller concretizes and pads by ``4 PAD (mag' + |c'|)``."""
+    pre, h, rel, hs = trunk
+    mag = mag + jnp.abs(g) @ h.mag
     for k in range(len(rel) - 1, -1, -1):
         lam_l, mu_l, lam_u, mu_u = rel[k]
         gp, gn = jnp.maximum(g, 0.0), jnp.minimum(g, 0.0)
@@ -270,8 +286,7 @@ def backward_upper(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec, trun
         else:
             g_x = g_x + net.w1_agent @ gz
             c = c + gz @ (fixed @ net.w1 + net.b1)
-    box = Box(xl, xu)
-    return g_x @ box.mid + jnp.abs(g_x) @ box.rad + c + 4.0 * relax.PAD * (mag + jnp.abs(c))
+    return g_x, c, mag
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "backward"))

@@ -14,6 +14,20 @@ Per agent (and over all agents when there are several):
 
 Pairs that were not proven (time-outs and the like) are never counted as certified: they are
 listed with the bounds the solver reached (``regret_lower`` .. ``regret_upper``).
+
+Confidence bounds (:mod:`certify.stats`; only for profiles sampled from the prior, which are
+i.i.d.): every row gains ``expected_regret_ucb``, a ``1 - ucb_delta`` upper bound on
+``E_v[regret_i(v)]`` (empirical Bernstein), and ``exceed_prob_ucb`` ``{t: bound on P(regret_i > t)}``
+(Clopper-Pearson), from ``X_k = clip(bound_k, 0, R_i)`` over the profiles ``k = 0..K-1`` (``K - 1``
+the largest recorded point). ``bound_k`` is ``regret_upper`` if proven; **unproven pairs are counted
+against the bound**: a time-out's ``regret_upper`` (the bound reached) if finite, else ``R_i``; an
+error, or a pair missing from the file, ``R_i`` (``ucb_unproven`` counts them, ``ucb_missing`` the
+missing ones). The range ``R_i`` is proven (:func:`regret_ranges`): the whole-space certificate of
+``space.json`` when one for these weights and this box is found, else (and whenever smaller) the
+trivial bound :func:`certify.stats.trivial_regret_range`. The "all" row's variable is the
+per-profile mean over agents (agents of one profile are not independent; profiles are), so it
+bounds ``mean_i E[regret_i]``, in ``[0, mean_i R_i]``; its exceedance bounds use the per-profile max
+over agents: ``P(some agent's regret > t)``.
 """
 from __future__ import annotations
 
@@ -25,8 +39,10 @@ from typing import Iterable
 
 import numpy as np
 
+from certify import stats
 from certify.campaign.results import MANIFEST, RESULTS, latest_by_pair, read_results
 from certify.certificate import is_proven
+from certify.space_report import SPACE_DIR, SPACE_JSON
 
 SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
@@ -118,6 +134,141 @@ def summarize(records: Iterable[dict]) -> dict:
     return {"count": len(records), "rows": rows, "solvers": sorted({r.get("solver") or "none" for r in records})}
 
 
+# --------------------------------------------------------------------------------------------
+# Confidence bounds on expected regret (module docstring; the math is in certify.stats)
+
+
+def _box(manifest: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The run's spec (a dict with MechanismSpec's defaults) and valuation box (float64), widened
+    to cover its float32 rounding too (the certifiers' box is ``prior.bounds()``, float32)."""
+    from jaxauction import priors
+    from jaxauction.mechanism import MechanismSpec
+
+    setting = manifest.get("setting") or {}
+    spec = MechanismSpec.from_dict(setting.get("spec") or {}).to_dict()
+    prior = priors.from_dict(setting.get("prior"), spec["n_agents"], spec["n_items"])
+    lo, hi = np.asarray(prior.low, np.float64), np.asarray(prior.high, np.float64)
+    lo32, hi32 = (b.astype(np.float64) for b in prior.bounds())
+    return spec, np.minimum(lo, lo32), np.maximum(hi, hi32)
+
+
+def _space_uppers(path: Path, manifest: dict, spec: dict, lo, hi) -> dict[int, float]:
+    """``{agent: proven whole-space max regret}`` of a ``space.json`` made for this run's weights
+    (``digest``), box and spec; ValueError naming the mismatch otherwise."""
+    try:
+        space = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e})") from None
+    if not isinstance(space, dict) or not isinstance(space.get("agents"), list):
+        raise ValueError(f"{path}: not a space.json (no 'agents' list)")
+    if not manifest.get("weights_sha256") or space.get("digest") != manifest.get("weights_sha256"):
+        raise ValueError(f"{path}: certifies other weights (digest {str(space.get('digest'))[:12]}, "
+                         f"this run's {str(manifest.get('weights_sha256'))[:12]})")
+    for key, mine in (("low", lo), ("high", hi)):
+        if space.get(key) is not None:
+            theirs = np.broadcast_to(np.asarray(space[key], np.float64), mine.shape).astype(np.float32)
+            if not np.array_equal(theirs, mine.astype(np.float32)):
+                raise ValueError(f"{path}: certifies another valuation box ({key} {space[key]})")
+    from jaxauction.mechanism import MechanismSpec
+
+    finite = lambda u: isinstance(u, (int, float)) and not isinstance(u, bool) and math.isfinite(u)
+    out = {}
+    try:
+        if isinstance(space.get("spec"), dict) and MechanismSpec.from_dict(space["spec"]).to_dict() != spec:
+            raise ValueError(f"{path}: certifies another mechanism spec")
+        for rec in space["agents"]:
+            u, u32 = rec.get("upper"), rec.get("upper_float32")
+            if not finite(u):
+                continue  # nothing proven for this agent (e.g. an error record): the trivial bound stands
+            u = max(float(u), float(u32)) if finite(u32) else float(u)
+            if u < 0:
+                raise ValueError(f"{path}: agent {rec.get('agent')}: negative regret bound {u}")
+            out[int(rec["agent"])] = u
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: malformed ({type(e).__name__}: {e})") from None
+    return out
+
+
+def regret_ranges(out_dir: str | Path, manifest: dict, space: str | Path | None = None):
+    """Proven per-agent ranges ``R_i >= max_v regret_i(v)``: ``(R (N,), sources (N,), notes)``.
+
+    The trivial bound (:func:`certify.stats.trivial_regret_range`), replaced by a ``space.json``
+    agent's ``upper`` (the larger of it and ``upper_float32`` when both are given) where smaller.
+    The file is ``space`` if given (a mismatch with this run is then a ValueError), else the first
+    of ``out_dir/space.json``, ``out_dir/../space/space.json`` and
+    ``out_dir/../../space/<out_dir name>/space.json`` that exists, used only if it
+    certifies these weights (``digest``), box and spec (otherwise ignored, with a note).
+    """
+    spec, lo, hi = _box(manifest)
+    R = stats.trivial_regret_range(spec["payment"], spec["payment_max"], lo, hi)
+    sources, notes = [stats.RANGE_TRIVIAL] * len(R), []
+    out_dir = Path(out_dir)
+    if space is not None:
+        uppers = _space_uppers(Path(space), manifest, spec, lo, hi)
+    else:
+        uppers = {}
+        # beside it: RUN_DIR/{cert,space}/, or runs/{cert,space}/<npz stem>/ (certify.py's defaults)
+        for path in (out_dir / SPACE_JSON, out_dir.parent / SPACE_DIR / SPACE_JSON,
+                     out_dir.parent.parent / SPACE_DIR / out_dir.name / SPACE_JSON):
+            if path.exists():
+                try:
+                    uppers = _space_uppers(path, manifest, spec, lo, hi)
+                except ValueError as e:
+                    notes.append(f"ignored {e}")
+                break
+    for a, u in uppers.items():
+        if 0 <= a < len(R) and u < R[a]:
+            R[a], sources[a] = u, stats.RANGE_SPACE
+    return R, sources, notes
+
+
+def confidence_bounds(records: list[dict], manifest: dict | None, out_dir: str | Path, *, space=None,
+                      delta: float = stats.DEFAULT_DELTA, thresholds=stats.DEFAULT_THRESHOLDS,
+                      method: str = stats.BERNSTEIN) -> dict:
+    """``{agent or "all": {key: value}}`` under the :mod:`certify.stats` keys (module docstring)."""
+    delta = stats.check_delta(delta)
+    agents = sorted({int(r["agent"]) for r in records})
+    keys = list(agents) + (["all"] if len(agents) > 1 else [])
+    empty = {stats.KEY_UCB: None, stats.KEY_DELTA: delta, stats.KEY_METHOD: method, stats.KEY_EXCEED: {},
+             stats.KEY_EXCEED_METHOD: stats.EXCEED_METHOD, stats.KEY_RANGE: None,
+             stats.KEY_RANGE_SOURCE: None, stats.KEY_SAMPLES: 0, stats.KEY_UNPROVEN: None,
+             stats.KEY_MISSING: None}
+    n_points = 1 + max((int(r["point"]) for r in records), default=-1)
+    kind = ((manifest or {}).get("profiles") or {}).get("kind")
+    why = (f"no {MANIFEST}: the profiles' distribution is unknown" if manifest is None else
+           f"profiles are not i.i.d. prior samples (kind {kind!r})" if kind != "prior" else
+           f"needs at least 2 profiles, got {n_points}" if n_points < 2 else None)
+    if why is None:
+        try:
+            _box(manifest)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            why = f"{MANIFEST} has no usable spec and prior ({e})"
+    if why:
+        return {a: {**empty, stats.KEY_NOTE: why} for a in keys}
+    R, sources, notes = regret_ranges(out_dir, manifest, space)
+    if agents[-1] >= len(R):
+        raise ValueError(f"records name agent {agents[-1]} but the run's mechanism has {len(R)} agents")
+    X, unproven, missing = stats.conservative_samples(records, agents, n_points, R, is_proven)
+    out = {}
+    for c, a in enumerate(agents):
+        out[a] = {**stats.ucb_fields(X[:, c], R[a], delta, thresholds, method),
+                  stats.KEY_RANGE_SOURCE: sources[a], stats.KEY_UNPROVEN: unproven[a],
+                  stats.KEY_MISSING: missing[a], stats.KEY_NOTE: "; ".join(notes) or None}
+    if "all" in keys:
+        Rs = R[agents]
+        out["all"] = {**stats.ucb_fields(X.mean(axis=1), float(Rs.mean()), delta, thresholds, method),
+                      # the tail variable: max_i X_i, in [0, max_i R_i]
+                      stats.KEY_EXCEED: stats.exceedance_ucb(X.max(axis=1), float(Rs.max()), thresholds, delta),
+                      stats.KEY_RANGE_SOURCE: "+".join(sorted({sources[a] for a in agents})),
+                      stats.KEY_UNPROVEN: sum(unproven.values()), stats.KEY_MISSING: sum(missing.values()),
+                      stats.KEY_NOTE: "; ".join(notes + [ALL_NOTE])}
+    return out
+
+
+ALL_NOTE = ("'all': the per-profile mean over agents (bounds mean_i E[regret_i]), and for P(> t) the "
+            "per-profile max over agents (bounds P(some agent's regret > t))")
+
+
 def _f(x, fmt: str = ".5f") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
@@ -154,6 +305,7 @@ def format_summary(summary: dict, manifest: dict | None = None) -> str:
           _f(r["certified_regret"]["mean"]), _f(r["certified_regret"]["std"]), _f(r["certified_regret"]["max"]),
           _f(ex(r).get("mean")), _f(ex(r).get("max")), _f(r.get("margin_mean"), ".2g"),
           _f(r["pgd_regret_mean"]), _f(r["certified_over_pgd"], ".3f")] for r in rows]))
+    out.append(_md_ucb(rows))
     out.append(f"\n{_solve_label(summary.get('solvers', []))} time (s), all pairs that reached the solver:\n")
     out.append(_md_table(
         ["agent", "mean", "std", "p50", "p95", "max", "total/pair mean", "status counts"],
@@ -176,6 +328,27 @@ def format_summary(summary: dict, manifest: dict | None = None) -> str:
         if len(errors) > MAX_LISTED:
             out.append(f"- ... and {len(errors) - MAX_LISTED} more (see {SUMMARY_JSON}).")
     return "\n".join(out) + "\n"
+
+
+def _md_ucb(rows: list[dict]) -> str:
+    """The confidence-bound table (or the one reason it is missing)."""
+    have = [r for r in rows if r.get(stats.KEY_UCB) is not None]
+    if not have:
+        why = next((r.get(stats.KEY_NOTE) for r in rows if r.get(stats.KEY_NOTE)), "no results")
+        return f"\nExpected regret bound: not computed ({why}).\n"
+    r0 = have[0]
+    ts = list(r0[stats.KEY_EXCEED])
+    notes = sorted({n for r in have for n in str(r.get(stats.KEY_NOTE) or "").split("; ") if n})
+    text = (f"\nExpected regret, {1 - r0[stats.KEY_DELTA]:.0%} upper confidence bounds over the "
+            f"{r0[stats.KEY_SAMPLES]} i.i.d. prior profiles: E[regret] by {r0[stats.KEY_METHOD]}, "
+            f"P(regret > t) by {r0[stats.KEY_EXCEED_METHOD]} (each at delta = {r0[stats.KEY_DELTA]:g}); "
+            f"unproven pairs counted at the bound reached, or at the proven range R:\n\n")
+    return text + _md_table(
+        ["agent", "counted unproven", "R", "R source", "E[regret] UCB", *(f"P(> {t}) UCB" for t in ts)],
+        [[str(r["agent"]), "-" if r.get(stats.KEY_UNPROVEN) is None else str(r[stats.KEY_UNPROVEN]),
+          _f(r.get(stats.KEY_RANGE), ".4g"), str(r.get(stats.KEY_RANGE_SOURCE) or "-"), _f(r.get(stats.KEY_UCB)),
+          *(_f(r[stats.KEY_EXCEED].get(t), ".4f") for t in ts)] for r in rows]) + \
+        "".join(f"\n\nNote: {n}" for n in notes)
 
 
 def _source(src) -> str:
@@ -307,16 +480,24 @@ def _plot_arrows(records, path, box, plt) -> Path:
     return path
 
 
-def write_report(out_dir: str | Path, *, plots: bool = True) -> dict:
+def write_report(out_dir: str | Path, *, plots: bool = True, space: str | Path | None = None,
+                 ucb_delta: float = stats.DEFAULT_DELTA, thresholds=stats.DEFAULT_THRESHOLDS,
+                 ucb_method: str = stats.BERNSTEIN) -> dict:
     """Summarize ``out_dir``: write ``summary.md``, ``summary.json`` and the PNGs.
 
-    Returns ``{"summary": ..., "text": markdown, "files": [paths]}``.
+    ``space``: a ``space.json`` to take the regret ranges from (default: found next to the run,
+    :func:`regret_ranges`); ``ucb_delta``, ``thresholds``, ``ucb_method``: the confidence bounds'
+    (:func:`confidence_bounds`). Returns ``{"summary": ..., "text": markdown, "files": [paths]}``.
     """
     from jaxauction.checkpoints import atomic_write_text
 
     out_dir = Path(out_dir)
     records, manifest = load(out_dir)
     summary = summarize(records)
+    bounds = confidence_bounds(records, manifest, out_dir, space=space, delta=ucb_delta, thresholds=thresholds,
+                               method=ucb_method)
+    for row in summary["rows"]:
+        row.update(bounds[row["agent"]])
     text = format_summary(summary, manifest)
     atomic_write_text(out_dir / SUMMARY_MD, "# Certification summary\n\n" + text)
     atomic_write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=1))

@@ -161,17 +161,18 @@ class ScipBackend(Model):
         m = self._solver
         from pyscipopt import SCIP_PARAMSETTING
 
-        for k, val in {**SOLVER_PARAMS["scip"], **(params or {})}.items():
-            if k in _SCIP_AGGREGATE:  # SCIP's emphasis-style settings: off / fast / aggressive / default
-                getattr(m, _SCIP_AGGREGATE[k])(getattr(SCIP_PARAMSETTING, str(val).upper()))
-            else:
-                m.setParam(k, val)
         m.setParam("limits/time", float(time_limit) if time_limit is not None else 1e20)
         m.setParam("limits/gap", TOLERANCES["gap_rel"])
         m.setParam("limits/absgap", TOLERANCES["gap_abs"])
         m.setParam("numerics/feastol", TOLERANCES["feas"])
         m.setParam("parallel/maxnthreads", int(threads))
         m.setParam("limits/nodes", int(node_limit) if node_limit is not None else -1)
+        # after the defaults, so that explicit params override them (e.g. limits/absgap), as in Gurobi
+        for k, val in {**SOLVER_PARAMS["scip"], **(params or {})}.items():
+            if k in _SCIP_AGGREGATE:  # SCIP's emphasis-style settings: off / fast / aggressive / default
+                getattr(m, _SCIP_AGGREGATE[k])(getattr(SCIP_PARAMSETTING, str(val).upper()))
+            else:
+                m.setParam(k, val)
         msg = ""
         try:
             if cutoff is not None:

@@ -1,0 +1,249 @@
+"""``certify.py --space``: the whole-space certificate of a mechanism, resumable, with its files.
+
+    OUT/space_run.json   what the run is about (weights digest, spec, box, cells); a rerun must match
+    OUT/cells.jsonl      one line per finished cell (crash-safe appends): its bound, its worst pair
+    OUT/pool_agent<i>.npz the open boxes of agent i's search, saved every ``save_every`` seconds
+    OUT/space.json       per agent: lower, upper, status, gap, worst_profile, worst_misreport, cells,
+                         seconds (:data:`AGENT_KEYS`; scripts read these), rewritten as agents finish
+    OUT/space.md, OUT/heatmap_agent<i>.png   the table and, for two items, the cells drawn over v_i
+
+A killed run loses nothing it finished: rerunning the same command reloads the finished cells and the
+last saved pool (both are proven bounds whenever they were written) and goes on.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from certify import network, space
+from certify.campaign.errors import ManifestError, RunError
+from certify.campaign.profiles import parse_agents
+from certify.campaign.results import Appender, dir_lock, jsonable
+from certify.space_report import SPACE_JSON
+from jaxauction import checkpoints
+
+SPACE_RUN = "space_run.json"
+CELLS = "cells.jsonl"
+POOL = "pool_agent{}.npz"
+# one agent's whole-space result: the keys of space.json that scripts use (the issue's contract)
+AGENT_KEYS = ("agent", "lower", "upper", "status", "gap", "worst_profile", "worst_misreport", "cells", "seconds")
+# beside them: the bound for the exact function, its gap, the float32 margin, boxes bounded, a message
+EXTRA_KEYS = ("upper_exact", "gap_exact", "margin32", "boxes", "message")
+_MATCH = ("weights_sha256", "spec", "low", "high", "bid_low", "bid_high", "grid")
+
+
+def read_box(path, low, high):
+    """A box of profiles from a JSON file ``{"low": N x M, "high": N x M}`` inside the support."""
+    try:
+        d = json.loads(Path(path).read_text())
+        lo, hi = (np.asarray(d[k], np.float64) for k in ("low", "high"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"--box {path}: expected a JSON object with 'low' and 'high' (N x M lists): {e}") from None
+    if lo.shape != low.shape or hi.shape != low.shape:
+        raise RunError(f"--box {path}: low/high must have shape {low.shape}, got {lo.shape} and {hi.shape}")
+    if np.any(lo > hi) or np.any(lo < low) or np.any(hi > high):
+        raise RunError(f"--box {path}: need low <= high inside the prior's support [{low.tolist()}, {high.tolist()}]")
+    return lo, hi
+
+
+def _read_cells(path: Path) -> list[dict]:
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue   # a torn last line: that cell is simply not finished
+    return out
+
+
+def _save_pool(path: Path, pool: space.Pool, lower_seen: float, seconds: float) -> None:
+    checkpoints.atomic_savez(path, {"zl": pool.zl, "zu": pool.zu, "ub": pool.ub, "cid": pool.cid,
+                                    "pruned": pool.pruned, "cell_lower": pool.cell_lower, "cell_z": pool.cell_z,
+                                    "boxes": np.asarray(pool.boxes), "rounds": np.asarray(pool.rounds),
+                                    "seconds": np.asarray(seconds), "lower_seen": np.asarray(lower_seen)})
+
+
+def _load_pool(path: Path, sp: space.Space, done: np.ndarray):
+    """The saved pool (its finished cells' boxes dropped), or None."""
+    if not path.exists():
+        return None, 0.0
+    with np.load(path) as f:
+        d = {k: f[k] for k in f.files}
+    keep = ~done[d["cid"]]
+    pool = space.Pool(d["zl"][keep], d["zu"][keep], d["ub"][keep], np.zeros((int(keep.sum()), len(sp.zl0))),
+                      d["cid"][keep], d["pruned"], d["cell_lower"], d["cell_z"], done.copy(),
+                      int(d["boxes"]), int(d["rounds"]))
+    return pool, float(d["seconds"])
+
+
+def _restore(sp: space.Space, out: Path, agent: int, gap: float):
+    """The agent's pool: the finished cells of cells.jsonl, the saved open boxes, fresh roots for
+    the cells in neither."""
+    recs = [r for r in _read_cells(out / CELLS) if r.get("agent") == agent]
+    done = np.zeros(sp.n_cells, bool)
+    pool, seconds = _load_pool(out / POOL.format(agent), sp, done)
+    fin = {int(r["cell"]): r for r in recs}
+    for c, r in fin.items():
+        done[c] = True
+    if pool is None:
+        pool = space.new_pool(sp, np.flatnonzero(~done))
+    else:
+        keep = ~done[pool.cid]
+        for f in ("zl", "zu", "ub", "au", "cid"):
+            setattr(pool, f, getattr(pool, f)[keep])
+        covered = np.zeros(sp.n_cells, bool)
+        covered[pool.cid] = True
+        lost = ~done & ~covered & ~np.isfinite(pool.pruned)   # never reached the saved pool
+        if np.any(lost):
+            extra = space.new_pool(sp, np.flatnonzero(lost))
+            for f in ("zl", "zu", "ub", "au", "cid"):
+                setattr(pool, f, np.concatenate([getattr(pool, f), getattr(extra, f)]))
+    pool.done = done
+    for c, r in fin.items():
+        pool.pruned[c] = max(pool.pruned[c], float(r["upper_exact"]))
+        if r.get("lower") is not None and float(r["lower"]) > pool.cell_lower[c]:
+            pool.cell_lower[c] = float(r["lower"])
+            pool.cell_z[c] = np.concatenate([np.asarray(r["worst_profile"], np.float64).reshape(-1),
+                                             np.asarray(r["worst_misreport"], np.float64)])
+    return pool, seconds, len(fin)
+
+
+def _bar(agent: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=None, disable=not enabled, unit="box", unit_scale=True, dynamic_ncols=True,
+                desc=f"agent {agent} whole space", file=sys.stderr)
+
+
+def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit: float | None,
+                  progress: bool = True, save_every: float = 30.0) -> dict:
+    """Search (or resume) one agent's whole space; returns its space.json record."""
+    agent, spec = sp.agent, sp.spec
+    pool, seconds0, n_prev = _restore(sp, out, agent, gap)
+    earlier = pool.pruned.copy()   # bounds of boxes pruned by earlier runs (their leaves are gone)
+    t0 = time.perf_counter()
+    deadline = None if time_limit is None else t0 + float(time_limit)
+    space.seed_incumbent(sp, pool, params)
+    cells_out = Appender(out / CELLS)
+    bar = _bar(agent, progress)
+    last = [t0]
+
+    def lower_now():
+        return space.incumbent(pool)[0]
+
+    def on_finish(cells):
+        up = space.cell_upper(pool)
+        for c in cells:
+            v, b = space.joint.split_point(pool.cell_z[c], spec)
+            cells_out.write({"agent": agent, "cell": int(c), "index": sp.cell_index[c], "v_lo": sp.cell_lo[c],
+                             "v_hi": sp.cell_hi[c], "upper_exact": float(up[c]), "lower": float(pool.cell_lower[c]),
+                             "worst_profile": v, "worst_misreport": b})
+
+    def on_round(p):
+        now = time.perf_counter()
+        if now - last[0] >= save_every:
+            last[0] = now
+            _save_pool(out / POOL.format(agent), p, lower_now(), seconds0 + now - t0)
+
+    def show(lower, upper, n_open, finished):
+        bar.n = pool.boxes
+        bar.set_postfix_str(f"[{lower:.6f}, {upper:.6f}] open {n_open} cells {finished}/{sp.n_cells}", refresh=False)
+        bar.update(0)
+
+    margin_root = sp.margin_of(sp.zl0, sp.zu0)
+    try:
+        status, message, leaves = space.search(sp, pool, gap=gap, deadline=deadline, progress=show,
+                                               on_finish=on_finish, on_round=on_round, keep_margin=margin_root)
+    finally:
+        bar.close()
+        cells_out.close()
+    seconds = seconds0 + time.perf_counter() - t0
+    _save_pool(out / POOL.format(agent), pool, lower_now(), seconds)
+    lower, z = space.incumbent(pool)
+    upper_exact = float(space.cell_upper(pool).max())
+    upper = upper_exact + space.float32_margin(sp, leaves, upper_exact, margin_root)
+    for c in np.flatnonzero(np.isfinite(earlier)):   # earlier runs' boxes: their cell's margin
+        upper = max(upper, earlier[c] + sp.margin_of(*(a[0] for a in sp.cell_box([c]))))
+    margin = upper - upper_exact
+    v, b = space.joint.split_point(z, spec)
+    rec = {"agent": agent, "lower": lower, "upper": upper, "status": status, "gap": upper - lower,
+           "worst_profile": v, "worst_misreport": b, "cells": sp.n_cells, "seconds": seconds,
+           "upper_exact": upper_exact, "gap_exact": upper_exact - lower, "margin32": margin,
+           "boxes": pool.boxes, "message": message}
+    cells = {"upper": space.cell_upper(pool), "lower": pool.cell_lower, "index": sp.cell_index,
+             "v_lo": sp.low[agent], "v_hi": sp.high[agent]}
+    return rec, cells
+
+
+def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_limit: float | None = None,
+              grid: int | None = None, progress: bool = True, batch: int = 1024, backward: bool = True,
+              plots: bool = True) -> dict:
+    """Certify the whole space of ``ckpt`` for ``agents`` into ``out_dir`` (module docstring);
+    returns the space.json content."""
+    if not gap > 0:
+        raise RunError(f"--gap must be positive, got {gap}")
+    if time_limit is not None and not time_limit > 0:
+        raise RunError(f"--time-limit must be positive, got {time_limit}")
+    params, spec, info, prior = checkpoints.load_with_prior(ckpt)
+    from certify import linbound
+
+    try:
+        linbound.check_supported(spec)
+    except Exception as e:
+        raise RunError(f"the whole-space certificate uses bab's relaxations: {e}") from None
+    bid_low, bid_high = (b.astype(np.float64) for b in prior.bounds())
+    low, high = (bid_low, bid_high) if box is None else read_box(box, bid_low, bid_high)
+    agent_list = parse_agents(agents, spec.n_agents)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    w = network.weights64(params)
+    spaces = {a: space.Space(w, spec, a, low, high, bid_low=bid_low, bid_high=bid_high, grid=grid,
+                             batch=batch, backward=backward) for a in agent_list}
+    manifest = {"ckpt": str(Path(ckpt).resolve()), "weights_sha256": network.digest(params), "spec": spec.to_dict(),
+                "low": low, "high": high, "bid_low": bid_low, "bid_high": bid_high,
+                "grid": spaces[agent_list[0]].grid}
+    maps = {}
+    with dir_lock(out):
+        _check_manifest(out, jsonable(manifest))
+        doc = _read_space(out)
+        for a in agent_list:
+            prev = next((r for r in doc["agents"] if r["agent"] == a), None)
+            if prev is not None and prev["status"] == "optimal" and prev.get("gap_exact", np.inf) <= gap:
+                continue
+            rec, maps[a] = certify_agent(spaces[a], params, out, gap=gap, time_limit=time_limit, progress=progress)
+            doc["agents"] = sorted([r for r in doc["agents"] if r["agent"] != a] + [jsonable(rec)],
+                                   key=lambda r: r["agent"])
+            doc.update({"weights_sha256": manifest["weights_sha256"], "digest": manifest["weights_sha256"],
+                        "spec": manifest["spec"], "low": low, "high": high, "requested_gap": gap})
+            checkpoints.atomic_write_text(out / SPACE_JSON, json.dumps(jsonable(doc), indent=1))
+        from certify import space_report
+
+        space_report.write(out, doc, maps, plots=plots)
+    return doc
+
+
+def _read_space(out: Path) -> dict:
+    p = out / SPACE_JSON
+    if p.exists():
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    return {"agents": []}
+
+
+def _check_manifest(out: Path, manifest: dict) -> None:
+    p = out / SPACE_RUN
+    if p.exists():
+        old = json.loads(p.read_text())
+        diffs = [k for k in _MATCH if old.get(k) != manifest.get(k)]
+        if diffs:
+            raise ManifestError(f"{out} holds a whole-space run of another net or box (differs in "
+                                f"{', '.join(diffs)}); use another --out")
+        return
+    checkpoints.atomic_write_text(p, json.dumps(manifest, indent=1))
