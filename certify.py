@@ -12,7 +12,7 @@ the driver alone writes results.jsonl, so resuming works the same with either ex
 Bad input ends with a one-line error and exit code 2.
 
     python certify.py --ckpt CKPT --space [--agents ...] [--gap G] [--box FILE.json] [--time-limit T]
-                      [--grid K] [--out DIR]
+                      [--grid K] [--workers W] [--out DIR]
 
 certifies the mechanism instead of points: for each agent a proven upper bound on its worst regret
 over every profile of the prior's support (or of the box in FILE.json, {"low": N x M, "high": N x M})
@@ -88,7 +88,7 @@ def main_space(args) -> int:
     limit = 3600.0 if args.time_limit is None else (args.time_limit or None)
     try:
         doc = run_space(args.ckpt, out, agents=args.agents, gap=args.gap, box=args.box, time_limit=limit,
-                        grid=args.grid)
+                        grid=args.grid, workers=args.workers)
     except (CheckpointError, RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -255,3 +255,18 @@ def test_box_run_matches_cells_of_the_hand_net(tmp_path):
     box.write_text(json.dumps({"low": [[0.0, 0.0]], "high": [[0.6, 1.0]]}))
     rec = space_run.run_space(ck, tmp_path / "o", box=box, progress=False, plots=False)["agents"][0]
     assert rec["status"] == "optimal" and rec["upper_exact"] <= 1e-4 and rec["lower"] >= -1e-12
+
+
+def test_workers_split_the_cells_and_agree(tmp_path):
+    params, spec = random_net(5, hidden=(16, 16), allocation="sparsemax", payment="fractional")
+    ck = save(tmp_path, params, spec)
+    one = space_run.run_space(ck, tmp_path / "one", gap=1e-5, progress=False, plots=False)["agents"][0]
+    two = space_run.run_space(ck, tmp_path / "two", gap=1e-5, progress=False, workers=2)["agents"][0]
+    assert one["status"] == two["status"] == "optimal"
+    assert abs(one["lower"] - two["lower"]) <= 1e-5 and abs(one["upper_exact"] - two["upper_exact"]) <= 1e-5
+    assert two["lower"] <= two["upper_exact"] <= two["upper"]
+    assert sorted((tmp_path / "two").glob("pool_agent0_part*of2.npz"))
+    cells = [json.loads(x)["cell"] for x in (tmp_path / "two" / space_run.CELLS).read_text().splitlines()]
+    assert len(cells) == len(set(cells))          # each cell finished by one worker, once
+    with pytest.raises(RunError, match="--workers"):
+        space_run.run_space(ck, tmp_path / "three", workers=0, progress=False)

@@ -28,7 +28,7 @@ from jaxauction import checkpoints
 
 SPACE_RUN = "space_run.json"
 CELLS = "cells.jsonl"
-POOL = "pool_agent{}.npz"
+POOL = "pool_agent{}{}.npz"     # agent, and "_part<w>of<W>" for a worker of --workers W
 # one agent's whole-space result: the keys of space.json that scripts use (the issue's contract)
 AGENT_KEYS = ("agent", "lower", "upper", "status", "gap", "worst_profile", "worst_misreport", "cells", "seconds")
 # beside them: the bound for the exact function, its gap, the float32 margin, boxes bounded, a message
@@ -81,13 +81,14 @@ def _load_pool(path: Path, sp: space.Space, done: np.ndarray):
     return pool, float(d["seconds"])
 
 
-def _restore(sp: space.Space, out: Path, agent: int, gap: float):
-    """The agent's pool: the finished cells of cells.jsonl, the saved open boxes, fresh roots for
-    the cells in neither."""
+def _restore(sp: space.Space, out: Path, agent: int, gap: float, part: tuple[int, int] = (0, 1)):
+    """The agent's pool (of the cells ``c % W == w`` for ``part = (w, W)``): the finished cells of
+    cells.jsonl, the saved open boxes, fresh roots for the cells in neither. The other workers'
+    cells count as done here (they are theirs to bound)."""
     recs = [r for r in _read_cells(out / CELLS) if r.get("agent") == agent]
-    done = np.zeros(sp.n_cells, bool)
-    pool, seconds = _load_pool(out / POOL.format(agent), sp, done)
-    fin = {int(r["cell"]): r for r in recs}
+    done = np.arange(sp.n_cells) % part[1] != part[0]
+    pool, seconds = _load_pool(out / _pool_name(agent, part), sp, done)
+    fin = {int(r["cell"]): r for r in recs if int(r["cell"]) % part[1] == part[0]}
     for c, r in fin.items():
         done[c] = True
     if pool is None:
@@ -113,6 +114,10 @@ def _restore(sp: space.Space, out: Path, agent: int, gap: float):
     return pool, seconds, len(fin)
 
 
+def _pool_name(agent: int, part: tuple[int, int]) -> str:
+    return POOL.format(agent, "" if part[1] == 1 else f"_part{part[0]}of{part[1]}")
+
+
 def _bar(agent: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -121,10 +126,12 @@ def _bar(agent: int, enabled: bool):
 
 
 def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit: float | None,
-                  progress: bool = True, save_every: float = 30.0) -> dict:
-    """Search (or resume) one agent's whole space; returns its space.json record."""
+                  progress: bool = True, save_every: float = 30.0, part: tuple[int, int] = (0, 1)):
+    """Search (or resume) one agent's whole space, or its part ``(w, W)`` of the cells; returns
+    ``(space.json record, per-cell arrays for the heatmap)``."""
     agent, spec = sp.agent, sp.spec
-    pool, seconds0, n_prev = _restore(sp, out, agent, gap)
+    pool, seconds0, n_prev = _restore(sp, out, agent, gap, part)
+    pool_file = out / _pool_name(agent, part)
     earlier = pool.pruned.copy()   # bounds of boxes pruned by earlier runs (their leaves are gone)
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + float(time_limit)
@@ -148,7 +155,7 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
         now = time.perf_counter()
         if now - last[0] >= save_every:
             last[0] = now
-            _save_pool(out / POOL.format(agent), p, lower_now(), seconds0 + now - t0)
+            _save_pool(pool_file, p, lower_now(), seconds0 + now - t0)
 
     def show(lower, upper, n_open, finished):
         bar.n = pool.boxes
@@ -163,11 +170,12 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
         bar.close()
         cells_out.close()
     seconds = seconds0 + time.perf_counter() - t0
-    _save_pool(out / POOL.format(agent), pool, lower_now(), seconds)
+    _save_pool(pool_file, pool, lower_now(), seconds)
     lower, z = space.incumbent(pool)
     upper_exact = float(space.cell_upper(pool).max())
     upper = upper_exact + space.float32_margin(sp, leaves, upper_exact, margin_root)
-    for c in np.flatnonzero(np.isfinite(earlier)):   # earlier runs' boxes: their cell's margin
+    for c in np.flatnonzero(np.isfinite(earlier) & (np.arange(sp.n_cells) % part[1] == part[0])):
+        # boxes pruned by earlier runs: their cell's margin
         upper = max(upper, earlier[c] + sp.margin_of(*(a[0] for a in sp.cell_box([c]))))
     margin = upper - upper_exact
     v, b = space.joint.split_point(z, spec)
@@ -175,16 +183,48 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
            "worst_profile": v, "worst_misreport": b, "cells": sp.n_cells, "seconds": seconds,
            "upper_exact": upper_exact, "gap_exact": upper_exact - lower, "margin32": margin,
            "boxes": pool.boxes, "message": message}
-    cells = {"upper": space.cell_upper(pool), "lower": pool.cell_lower, "index": sp.cell_index,
-             "v_lo": sp.low[agent], "v_hi": sp.high[agent]}
+    mine = np.arange(sp.n_cells) % part[1] == part[0]
+    cells = {"upper": np.where(mine, space.cell_upper(pool), np.nan), "lower": np.where(mine, pool.cell_lower, np.nan),
+             "index": sp.cell_index, "v_lo": sp.low[agent], "v_hi": sp.high[agent]}
+    return rec, cells
+
+
+def _part(ckpt, out, agent, low, high, grid, batch, backward, gap, time_limit, part):
+    """One worker of ``--workers W``: its part of the agent's cells (a spawned process)."""
+    params, spec, _, prior = checkpoints.load_with_prior(ckpt)
+    bid_low, bid_high = (b.astype(np.float64) for b in prior.bounds())
+    sp = space.Space(network.weights64(params), spec, agent, low, high, bid_low=bid_low, bid_high=bid_high,
+                     grid=grid, batch=batch, backward=backward)
+    return certify_agent(sp, params, Path(out), gap=gap, time_limit=time_limit, progress=False, part=part)
+
+
+def merge(parts: list) -> tuple[dict, dict]:
+    """The agent's record from its workers' (each bounds its own cells, so the maxima are the
+    whole space's: ``upper - lower <= max_w (upper_w - lower_w)``)."""
+    recs = [r for r, _ in parts]
+    best = max(recs, key=lambda r: r["lower"])
+    rec = dict(best)
+    for k in ("upper", "upper_exact", "margin32"):
+        rec[k] = max(r[k] for r in recs)
+    rec.update(gap=rec["upper"] - rec["lower"], gap_exact=rec["upper_exact"] - rec["lower"],
+               boxes=sum(r["boxes"] for r in recs), seconds=max(r["seconds"] for r in recs),
+               status=next((r["status"] for r in recs if r["status"] != "optimal"), "optimal"),
+               message="; ".join(f"worker {w}: {r['message']}" for w, r in enumerate(recs) if r["message"]))
+    cells = dict(parts[0][1])
+    for k in ("upper", "lower"):
+        cells[k] = np.nanmax(np.stack([c[k] for _, c in parts]), axis=0)
     return rec, cells
 
 
 def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_limit: float | None = None,
               grid: int | None = None, progress: bool = True, batch: int = 1024, backward: bool = True,
-              plots: bool = True) -> dict:
+              plots: bool = True, workers: int = 1) -> dict:
     """Certify the whole space of ``ckpt`` for ``agents`` into ``out_dir`` (module docstring);
-    returns the space.json content."""
+    returns the space.json content. ``workers > 1``: each agent's cells are dealt round-robin to
+    that many processes, each with its own pool (a rerun with another count keeps the finished
+    cells and restarts the open ones)."""
+    if not isinstance(workers, int) or workers < 1:
+        raise RunError(f"--workers must be a positive integer, got {workers!r}")
     if not gap > 0:
         raise RunError(f"--gap must be positive, got {gap}")
     if time_limit is not None and not time_limit > 0:
@@ -215,7 +255,12 @@ def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_
             prev = next((r for r in doc["agents"] if r["agent"] == a), None)
             if prev is not None and prev["status"] == "optimal" and prev.get("gap_exact", np.inf) <= gap:
                 continue
-            rec, maps[a] = certify_agent(spaces[a], params, out, gap=gap, time_limit=time_limit, progress=progress)
+            if workers == 1:
+                rec, maps[a] = certify_agent(spaces[a], params, out, gap=gap, time_limit=time_limit,
+                                             progress=progress)
+            else:
+                rec, maps[a] = merge(_run_parts(ckpt, out, a, low, high, spaces[a].grid, batch, backward, gap,
+                                                time_limit, workers, progress))
             doc["agents"] = sorted([r for r in doc["agents"] if r["agent"] != a] + [jsonable(rec)],
                                    key=lambda r: r["agent"])
             doc.update({"weights_sha256": manifest["weights_sha256"], "digest": manifest["weights_sha256"],
@@ -225,6 +270,18 @@ def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_
 
         space_report.write(out, doc, maps, plots=plots)
     return doc
+
+
+def _run_parts(ckpt, out, agent, low, high, grid, batch, backward, gap, time_limit, workers, progress):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    if progress:
+        print(f"agent {agent}: whole space on {workers} worker processes ...", file=sys.stderr)
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        futs = [ex.submit(_part, str(ckpt), str(out), agent, low, high, grid, batch, backward, gap, time_limit,
+                          (w, workers)) for w in range(workers)]
+        return [f.result() for f in futs]
 
 
 def _read_space(out: Path) -> dict:
