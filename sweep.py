@@ -7,7 +7,9 @@ defaulting to runs/sweeps/<sweep file stem>; OUT/summary.md and OUT/summary.json
 evaluations. Rerunning the command skips finished runs and resumes interrupted ones.
 --executor local (default) trains W runs at once in worker processes on this machine's cores;
 --executor ray runs each run as a Ray task (a local Ray instance, or the cluster at --address),
-with --gpus-per-run G GPUs each. Bad input: one-line error, exit 2; a failed run: exit 1.
+with --gpus-per-run G GPUs each; --executor vmap trains every group of runs that differ only in seed
+and continuous hyperparameters (lr, rho, ...) as one vmapped program in this process, on its default
+device (a GPU if JAX sees one). Bad input: one-line error, exit 2; a failed run: exit 1.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", metavar="SWEEP_FILE", help="sweep name in configs/sweeps/ or path to a sweep .py")
     ap.add_argument("--out", help="output directory (default: runs/sweeps/STEM)")
-    ap.add_argument("--executor", default="local", choices=("local", "ray"),
-                    help="local worker processes (default) or Ray tasks")
+    ap.add_argument("--executor", default="local", choices=("local", "ray", "vmap"),
+                    help="local worker processes (default), Ray tasks, or vmap: runs differing only in seed and "
+                         "continuous hyperparameters as one vmapped program here (jaxauction/multirun.py)")
     ap.add_argument("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto); "
                                       "default: RAY_ADDRESS, else a local Ray instance")
     ap.add_argument("--workers", type=int, help="runs trained at once (default: one per CPU core; Ray: "

@@ -23,6 +23,11 @@ u_i(v))`` per (profile, agent):
   where someone would walk away is lost entirely.
 * ``revenue_ir_adjusted``: the reference's ``payment_ir_adjusted``: only the violating agents'
   payments are zeroed (same tolerance). ``revenue >= revenue_ir_adjusted >= revenue_ir_zeroed``.
+* ``pgd_regret_ucb`` (``_per_agent``): ``1 - ucb_delta`` upper confidence bounds on the *mean PGD
+  regret* (:func:`certify.stats.pgd_ucb`, ``ucb_method``), over the proven range
+  :func:`certify.stats.trivial_regret_range`. PGD regret is a lower bound on regret, so this is
+  NOT a bound on expected regret (a certification run's ``summary.json`` has that); ``None`` with
+  ``pgd_regret_ucb_note`` saying why when no range is known (a baseline) or ``points < 2``.
 
 CLI::
 
@@ -34,6 +39,12 @@ profiles with the largest PGD regret (a JSON list of N x M matrices) for
 ``certify.py --profiles FILE.json``: mean regret over random profiles can hide a rare region where
 the mechanism is badly manipulable, and that is where a certificate says most. A missing or
 unreadable checkpoint prints one ``error: ...`` line on stderr and exits with status 2.
+
+``--ckpt NAME:SETTING`` evaluates a strategyproof baseline instead of a network
+(:mod:`jaxauction.baselines`): NAME is ``myerson`` (item-wise Myerson) or ``bundle`` (the grand
+bundle, second price with an empirically optimal reserve), SETTING a config name such as ``3x2``
+(its prior), a run or checkpoint directory (its prior), or ``NxM`` (U[0, 1] values), e.g.
+``python -m jaxauction.evaluate --ckpt myerson:3x2``.
 """
 from __future__ import annotations
 
@@ -48,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from certify import stats
 from jaxauction import auction, misreport
 from jaxauction.mechanism import MechanismSpec, Params
 
@@ -90,7 +102,7 @@ def _to_python(metrics: dict) -> dict:
 
 def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, seed: int = 0,
              steps: int = 1000, lr: float = 0.02, optimizer: str = "sgd", restarts: int = 0,
-             worst: int = 0) -> dict:
+             worst: int = 0, ucb_delta: float = stats.DEFAULT_DELTA) -> dict:
     """Sample ``points`` profiles from ``prior`` (key ``PRNGKey(seed)``), search misreports, report.
 
     Args:
@@ -103,6 +115,7 @@ def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, 
       worst: also return the ``worst`` profiles with the largest PGD regret (max over agents),
         worst first, as ``worst_profiles`` (K x N x M nested lists, the format of
         ``certify.py --profiles``) and ``worst_regrets`` (K x N): where to aim a certificate.
+      ucb_delta: the confidence of ``pgd_regret_ucb`` is ``1 - ucb_delta``.
 
     Returns:
       dict of plain Python numbers (JSON-serializable): the metrics of the module docstring plus
@@ -111,23 +124,41 @@ def evaluate(params: Params, spec: MechanismSpec, prior, *, points: int = 3000, 
     """
     if points < 1 or steps < 0:
         raise ValueError(f"evaluate needs points >= 1 and steps >= 0, got points={points}, steps={steps}")
+    stats.check_delta(ucb_delta)
     if (prior.n_agents, prior.n_items) != (spec.n_agents, spec.n_items):
         raise ValueError(f"prior is {prior.n_agents}x{prior.n_items} but the mechanism is "
                          f"{spec.n_agents}x{spec.n_items}")
     t0 = time.perf_counter()
     low, high = prior.bounds()
     vals = prior.sample(jax.random.PRNGKey(seed), points)
+    # the first search starts at the truthful bids (the protocol above); only restarts need the key
+    # (with a key and no restarts, regret_pgd would start at uniform random bids instead)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 1) if restarts else None
     mis, _ = misreport.regret_pgd(params, spec, vals, low, high, steps=steps, lr=lr, optimizer=optimizer,
-                                  restarts=restarts, key=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
+                                  restarts=restarts, key=key)
     metrics = summarize(params, spec, vals, mis)
     out = _to_python(metrics)
     if worst > 0:
         rgt = np.asarray(metrics["regret"])  # (B, N)
         top = np.argsort(-rgt.max(axis=1), kind="stable")[:worst]
         out.update(worst_profiles=np.asarray(vals)[top].astype(float).tolist(), worst_regrets=rgt[top].astype(float).tolist())
+    out.update(_pgd_ucb(np.asarray(metrics["regret"]), spec, low, high, ucb_delta))
     out.update(n_agents=spec.n_agents, n_items=spec.n_items, points=int(points), seed=int(seed),
                steps=int(steps), lr=float(lr), optimizer=optimizer, restarts=int(restarts), seconds=time.perf_counter() - t0)
     return out
+
+
+def _pgd_ucb(rgt, spec, low, high, delta) -> dict:
+    """:func:`certify.stats.pgd_ucb` over the trivial range of ``spec`` on the box, or None and why."""
+    try:
+        R = stats.trivial_regret_range(spec.payment, spec.payment_max, low, high)
+    except (AttributeError, ValueError) as e:  # a baseline has no MechanismSpec payment
+        why = f"not computed: no proven regret range for {type(spec).__name__} ({e})"
+        return {stats.KEY_PGD_UCB: None, stats.KEY_PGD_UCB_AGENTS: None, stats.KEY_PGD_NOTE: why}
+    if rgt.shape[0] < 2:
+        return {stats.KEY_PGD_UCB: None, stats.KEY_PGD_UCB_AGENTS: None,
+                stats.KEY_PGD_NOTE: f"not computed: needs at least 2 profiles, got {rgt.shape[0]}"}
+    return stats.pgd_ucb(rgt, R, delta)
 
 
 def format_table(res: dict, title: str = "") -> str:
@@ -148,7 +179,8 @@ def format_table(res: dict, title: str = "") -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jaxauction.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("--ckpt", required=True, help="run dir, checkpoint dir, or reference NAME.npz")
+    ap.add_argument("--ckpt", required=True, help="run dir, checkpoint dir, reference NAME.npz, or a baseline "
+                                                  "myerson:SETTING / bundle:SETTING (e.g. myerson:3x2)")
     ap.add_argument("--points", type=int, default=3000, help="valuation profiles (default 3000)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ap.add_argument("--steps", type=int, default=1000, help="misreport ascent steps (default 1000)")
@@ -161,10 +193,14 @@ def main(argv=None) -> int:
     ap.add_argument("--worst", type=int, default=10, help="how many profiles --worst-out gets (default 10)")
     args = ap.parse_args(argv)
 
-    from jaxauction import checkpoints
+    from jaxauction import baselines, checkpoints
 
     try:
-        params, spec, _, prior = checkpoints.load_with_prior(args.ckpt)
+        if baselines.is_baseline(args.ckpt):
+            b = baselines.load(args.ckpt)
+            params, spec, prior = b.params, b.spec, b.prior
+        else:
+            params, spec, _, prior = checkpoints.load_with_prior(args.ckpt)
         if args.worst_out and args.worst < 1:
             raise ValueError(f"--worst must be >= 1, got {args.worst}")
         res = evaluate(params, spec, prior, points=args.points, seed=args.seed, steps=args.steps, lr=args.lr,

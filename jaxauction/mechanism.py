@@ -272,11 +272,14 @@ def apply(params: Params, bids: jax.Array, spec: MechanismSpec) -> tuple[jax.Arr
     Args:
       params: parameter pytree (see module docstring).
       bids: (B, N, M) bid profiles (or a single (N, M) profile).
-      spec: the architecture.
+      spec: the architecture; or a mechanism that is not a network, with its own forward pass
+        ``spec.apply(params, bids)`` (``jaxauction.baselines.BaselineSpec``), which is called instead.
 
     Returns:
       ``(alloc, pay)`` of shapes (B, N, M) and (B, N) (no batch dim for a single profile).
     """
+    if not isinstance(spec, MechanismSpec):  # a baseline (jaxauction.baselines): not this network
+        return spec.apply(params, bids)
     single = bids.ndim == 2
     b = bids[None] if single else bids
     chex.assert_rank(b, 3)

@@ -233,6 +233,15 @@ def make_train_step(cfg: Config, teacher_spec: Optional[MechanismSpec] = None, m
 
 @functools.lru_cache(maxsize=8)
 def _build_train_step(cfg: Config, teacher_spec: Optional[MechanismSpec], max_traces: int) -> Callable:
+    step = train_step_function(cfg, teacher_spec)
+    return jax.jit(chex.assert_max_traces(step, n=max_traces), donate_argnums=(0,))
+
+
+def train_step_function(cfg: Config, teacher_spec: Optional[MechanismSpec] = None) -> Callable:
+    """The plain (not jitted, not cached) ``step(state, data, idx, teacher_params) -> (state,
+    metrics)`` that :func:`make_train_step` jits: for other transformations of the same step
+    (``jaxauction.multirun`` vmaps it over runs). Continuous fields used only in arithmetic
+    (``lr``, ``lr_decay_to``, ``rho_increment``, ``misreport_lr``...) may be traced values there."""
     setup = make_setup(cfg)
     spec = setup.spec
     loss_fn = make_loss_fn(cfg, setup)
@@ -274,7 +283,7 @@ def _build_train_step(cfg: Config, teacher_spec: Optional[MechanismSpec], max_tr
                    "mu": state.lagr.mu, "rho_ir": state.lagr.rho_ir}
         return new, metrics
 
-    return jax.jit(chex.assert_max_traces(step, n=max_traces), donate_argnums=(0,))
+    return step
 
 
 # ---- evaluation ---------------------------------------------------------------------------------

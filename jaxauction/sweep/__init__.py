@@ -33,10 +33,12 @@ under the same run name makes that run fail with a config error (use another ``-
 
 Executors (:data:`EXECUTORS`): ``local`` runs W spawned worker processes on this machine (CPU JAX,
 each pinned to its share of the cores), ``ray`` one Ray task per run (``num_cpus=1``,
-``num_gpus=G``; CPU JAX on one thread when G = 0). A Ray task trains straight into ``OUT/NAME``
-where its node sees ``OUT`` (the driver's machine, or a shared filesystem); elsewhere it trains
-in a temporary directory and the finished run directory comes back to the driver (such a run,
-if interrupted, restarts from scratch). A run that fails (diverged, a resume refused...) is
+``num_gpus=G``; CPU JAX on one thread when G = 0), ``vmap`` every group of runs differing only in
+seed and continuous hyperparameters as one vmapped, jitted program in this process, on JAX's
+default device (:mod:`jaxauction.multirun`; a group resumes only when all its runs can). A Ray
+task trains straight into ``OUT/NAME`` where its node sees ``OUT`` (the driver's machine, or a
+shared filesystem); elsewhere it trains in a temporary directory and the finished run directory
+comes back to the driver (such a run, if interrupted, restarts from scratch). A run that fails (diverged, a resume refused...) is
 reported and the others go on. The driver alone writes ``OUT/sweep.json`` (the resolved runs)
 and, at the end (also after a failure or Ctrl-C), ``OUT/summary.json`` and ``OUT/summary.md``.
 
@@ -90,6 +92,8 @@ def run_sweep(sweep: str | Path, out: str | Path | None = None, *, executor: str
         raise SweepError("--gpus-per-run needs --executor ray (the local executor trains on CPU cores)")
     if address and executor != "ray":
         raise SweepError("--address needs --executor ray")
+    if workers is not None and executor == "vmap":
+        raise SweepError("--workers: the vmap executor trains each group of runs as one program (no workers)")
     path, runs = load_sweep(sweep)
     if executor == "ray":  # Ray installed, and the cluster's port open: fail before writing anything
         from certify.campaign.errors import RunError
@@ -132,6 +136,10 @@ def run_sweep(sweep: str | Path, out: str | Path | None = None, *, executor: str
             if executor == "local":
                 w = min(workers or len(cpu_slots()), len(todo))
                 run_local(todo, out.resolve(), w, on_result)
+            elif executor == "vmap":  # one jitted, vmapped program per group of runs, here
+                from jaxauction.multirun import run_vmap
+
+                run_vmap(todo, out.resolve(), on_result, log)
             else:  # the workers' working directory is not this one
                 run_ray(todo, out.resolve(), workers, gpus_per_run, address, on_result, log)
     finally:

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 from jaxauction.sweep.spec import Run, SweepError
 from jaxauction.sweep.summary import SWEEP_JSON
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "vmap")  # vmap: jaxauction.multirun, in this process
 # Exceptions of train_and_evaluate that are a run's own failure (bad resume, diverged...), not a bug.
 EXPECTED_FAILURES = frozenset({"ConfigError", "CheckpointError", "TrainingDiverged", "FileExistsError"})
 # Times Ray retries a run whose worker died (node lost, killed, out of memory); it resumes.
