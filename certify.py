@@ -12,7 +12,7 @@ the driver alone writes results.jsonl, so resuming works the same with either ex
 Bad input ends with a one-line error and exit code 2.
 
     python certify.py --ckpt CKPT --space [--agents ...] [--gap G] [--box FILE.json] [--time-limit T]
-                      [--grid K] [--workers W] [--out DIR]
+                      [--grid K] [--workers W] [--map-tol T] [--out DIR]
 
 certifies the mechanism instead of points: for each agent a proven upper bound on its worst regret
 over every profile of the prior's support (or of the box in FILE.json, {"low": N x M, "high": N x M})
@@ -75,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     sp.add_argument("--box", help="JSON file {\"low\": N x M, \"high\": N x M}: profiles to cover (default the prior's support)")
     sp.add_argument("--grid", type=int, default=None,
                     help="cells per dimension of the agent's own values (default 8 for two items; the heatmap's resolution)")
+    sp.add_argument("--map-tol", type=float, default=None,
+                    help="also bound every cell to within MAP_TOL of the worst regret found in it, so the heatmap "
+                         "maps the regret over the agent's values (default: cells are only bounded by the global worst)")
     return ap.parse_args(argv)
 
 
@@ -88,7 +91,7 @@ def main_space(args) -> int:
     limit = 3600.0 if args.time_limit is None else (args.time_limit or None)
     try:
         doc = run_space(args.ckpt, out, agents=args.agents, gap=args.gap, box=args.box, time_limit=limit,
-                        grid=args.grid, workers=args.workers)
+                        grid=args.grid, workers=args.workers, map_tol=args.map_tol)
     except (CheckpointError, RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

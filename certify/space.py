@@ -210,12 +210,15 @@ def cell_upper(pool: Pool) -> np.ndarray:
 
 def search(space: Space, pool: Pool, *, gap: float, deadline: float | None = None, max_open: int = 4_000_000,
            progress=None, on_finish=None, on_round=None, keep_margin: float = 0.0,
-           polish_every: int = 25):
+           polish_every: int = 25, cell_tol: float | None = None):
     """Branch and bound (module docstring), continuing ``pool`` in place. ``on_finish(cells)`` is
     called with newly finished cells, ``on_round(pool)`` after every round (to save it),
     ``progress(lower, upper, open, finished)`` every round. Returns ``(status, message, leaves)``:
     ``leaves`` the boxes with bounds above ``lower - keep_margin`` (open and pruned, for the float32
-    margin), or None if there were more than :data:`_KEEP_LEAVES`."""
+    margin), or None if there were more than :data:`_KEEP_LEAVES`. ``cell_tol``: also resolve every
+    cell to within ``cell_tol`` of the worst pair found in it (a box is pruned only when its bound is
+    within ``cell_tol`` of its cell's best too, and the search goes on until no box is open), so
+    the cells' bounds map the regret over ``v_i`` instead of all sitting just below the global worst."""
     if not gap > 0:
         raise ValueError(f"gap must be positive, got {gap}")
     half = max(1, space.batch // 2)
@@ -230,6 +233,8 @@ def search(space: Space, pool: Pool, *, gap: float, deadline: float | None = Non
     while True:
         lower, _ = incumbent(pool)
         keep = pool.ub > lower + gap / 2
+        if cell_tol is not None:
+            keep |= pool.ub > pool.cell_lower[pool.cid] + cell_tol
         if not np.all(keep):
             gone = ~keep
             np.maximum.at(pool.pruned, pool.cid[gone], pool.ub[gone])
@@ -253,7 +258,7 @@ def search(space: Space, pool: Pool, *, gap: float, deadline: float | None = Non
             progress(lower, upper, len(pool.ub), int(pool.done.sum()))
         if on_round is not None:
             on_round(pool)
-        if upper - lower <= gap:
+        if upper - lower <= gap and (cell_tol is None or len(pool.ub) == 0):
             break
         if deadline is not None and time.perf_counter() > deadline:
             status, message = "time_limit", f"time limit with {len(pool.ub)} open boxes"

@@ -270,3 +270,19 @@ def test_workers_split_the_cells_and_agree(tmp_path):
     assert len(cells) == len(set(cells))          # each cell finished by one worker, once
     with pytest.raises(RunError, match="--workers"):
         space_run.run_space(ck, tmp_path / "three", workers=0, progress=False)
+
+
+def test_map_tol_resolves_every_cell_and_reopens_on_rerun(tmp_path):
+    params, spec = random_net(5, hidden=(16, 16), allocation="sparsemax", payment="fractional")
+    ck = save(tmp_path, params, spec)
+    out = tmp_path / "s"
+    plain = space_run.run_space(ck, out, gap=1e-4, progress=False, plots=False, grid=4)["agents"][0]
+    mapped = space_run.run_space(ck, out, gap=1e-4, progress=False, grid=4, map_tol=1e-3)["agents"][0]
+    assert mapped["status"] == "optimal" and abs(mapped["upper_exact"] - plain["upper_exact"]) <= 1e-4
+    last = {}
+    for line in (out / space_run.CELLS).read_text().splitlines():
+        r = json.loads(line)
+        last[r["cell"]] = r
+    assert len(last) == 16
+    assert all(r["upper_exact"] <= max(r["lower"], 0.0) + 1e-3 + 1e-12 for r in last.values())
+    assert all(r["upper_exact"] <= mapped["upper_exact"] + 1e-12 for r in last.values())

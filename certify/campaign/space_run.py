@@ -81,14 +81,20 @@ def _load_pool(path: Path, sp: space.Space, done: np.ndarray):
     return pool, float(d["seconds"])
 
 
-def _restore(sp: space.Space, out: Path, agent: int, gap: float, part: tuple[int, int] = (0, 1)):
+def _restore(sp: space.Space, out: Path, agent: int, gap: float, part: tuple[int, int] = (0, 1),
+             map_tol: float | None = None):
     """The agent's pool (of the cells ``c % W == w`` for ``part = (w, W)``): the finished cells of
     cells.jsonl, the saved open boxes, fresh roots for the cells in neither. The other workers'
-    cells count as done here (they are theirs to bound)."""
+    cells count as done here (they are theirs to bound). A finished cell that this run's ``gap``
+    or ``map_tol`` would not have let finish (a rerun asking for more) is searched again."""
     recs = [r for r in _read_cells(out / CELLS) if r.get("agent") == agent]
     done = np.arange(sp.n_cells) % part[1] != part[0]
-    pool, seconds = _load_pool(out / _pool_name(agent, part), sp, done)
-    fin = {int(r["cell"]): r for r in recs if int(r["cell"]) % part[1] == part[0]}
+    fin = {int(r["cell"]): r for r in recs if int(r["cell"]) % part[1] == part[0]}   # the last record wins
+    best = max((float(r["lower"]) for r in recs if r.get("lower") is not None), default=-np.inf)
+    fin = {c: r for c, r in fin.items()
+           if float(r["upper_exact"]) <= best + gap / 2
+           and (map_tol is None or float(r["upper_exact"]) <= float(r["lower"]) + map_tol)}
+    pool, seconds = _load_pool(out / _pool_name(agent, part), sp, done | np.isin(np.arange(sp.n_cells), list(fin)))
     for c, r in fin.items():
         done[c] = True
     if pool is None:
@@ -99,8 +105,11 @@ def _restore(sp: space.Space, out: Path, agent: int, gap: float, part: tuple[int
             setattr(pool, f, getattr(pool, f)[keep])
         covered = np.zeros(sp.n_cells, bool)
         covered[pool.cid] = True
-        lost = ~done & ~covered & ~np.isfinite(pool.pruned)   # never reached the saved pool
+        # not finished and without open boxes: new since the save, reopened, or a torn record: the
+        # whole cell again (its root box covers it; its old pruned bounds no longer count)
+        lost = ~done & ~covered
         if np.any(lost):
+            pool.pruned[lost] = -np.inf
             extra = space.new_pool(sp, np.flatnonzero(lost))
             for f in ("zl", "zu", "ub", "au", "cid"):
                 setattr(pool, f, np.concatenate([getattr(pool, f), getattr(extra, f)]))
@@ -126,11 +135,12 @@ def _bar(agent: int, enabled: bool):
 
 
 def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit: float | None,
-                  progress: bool = True, save_every: float = 30.0, part: tuple[int, int] = (0, 1)):
+                  progress: bool = True, save_every: float = 30.0, part: tuple[int, int] = (0, 1),
+                  map_tol: float | None = None):
     """Search (or resume) one agent's whole space, or its part ``(w, W)`` of the cells; returns
     ``(space.json record, per-cell arrays for the heatmap)``."""
     agent, spec = sp.agent, sp.spec
-    pool, seconds0, n_prev = _restore(sp, out, agent, gap, part)
+    pool, seconds0, n_prev = _restore(sp, out, agent, gap, part, map_tol)
     pool_file = out / _pool_name(agent, part)
     earlier = pool.pruned.copy()   # bounds of boxes pruned by earlier runs (their leaves are gone)
     t0 = time.perf_counter()
@@ -165,7 +175,8 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
     margin_root = sp.margin_of(sp.zl0, sp.zu0)
     try:
         status, message, leaves = space.search(sp, pool, gap=gap, deadline=deadline, progress=show,
-                                               on_finish=on_finish, on_round=on_round, keep_margin=margin_root)
+                                               on_finish=on_finish, on_round=on_round, keep_margin=margin_root,
+                                               cell_tol=map_tol)
     finally:
         bar.close()
         cells_out.close()
@@ -182,20 +193,21 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
     rec = {"agent": agent, "lower": lower, "upper": upper, "status": status, "gap": upper - lower,
            "worst_profile": v, "worst_misreport": b, "cells": sp.n_cells, "seconds": seconds,
            "upper_exact": upper_exact, "gap_exact": upper_exact - lower, "margin32": margin,
-           "boxes": pool.boxes, "message": message}
+           "boxes": pool.boxes, "message": message, "map_tol": map_tol}
     mine = np.arange(sp.n_cells) % part[1] == part[0]
     cells = {"upper": np.where(mine, space.cell_upper(pool), np.nan), "lower": np.where(mine, pool.cell_lower, np.nan),
              "index": sp.cell_index, "v_lo": sp.low[agent], "v_hi": sp.high[agent]}
     return rec, cells
 
 
-def _part(ckpt, out, agent, low, high, grid, batch, backward, gap, time_limit, part):
+def _part(ckpt, out, agent, low, high, grid, batch, backward, gap, time_limit, part, map_tol):
     """One worker of ``--workers W``: its part of the agent's cells (a spawned process)."""
     params, spec, _, prior = checkpoints.load_with_prior(ckpt)
     bid_low, bid_high = (b.astype(np.float64) for b in prior.bounds())
     sp = space.Space(network.weights64(params), spec, agent, low, high, bid_low=bid_low, bid_high=bid_high,
                      grid=grid, batch=batch, backward=backward)
-    return certify_agent(sp, params, Path(out), gap=gap, time_limit=time_limit, progress=False, part=part)
+    return certify_agent(sp, params, Path(out), gap=gap, time_limit=time_limit, progress=False, part=part,
+                         map_tol=map_tol)
 
 
 def merge(parts: list) -> tuple[dict, dict]:
@@ -218,11 +230,14 @@ def merge(parts: list) -> tuple[dict, dict]:
 
 def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_limit: float | None = None,
               grid: int | None = None, progress: bool = True, batch: int = 1024, backward: bool = True,
-              plots: bool = True, workers: int = 1) -> dict:
+              plots: bool = True, workers: int = 1, map_tol: float | None = None) -> dict:
     """Certify the whole space of ``ckpt`` for ``agents`` into ``out_dir`` (module docstring);
     returns the space.json content. ``workers > 1``: each agent's cells are dealt round-robin to
     that many processes, each with its own pool (a rerun with another count keeps the finished
-    cells and restarts the open ones)."""
+    cells and restarts the open ones). ``map_tol``: resolve every cell's bound to within this of
+    its worst pair (:func:`certify.space.search`'s ``cell_tol``: a heatmap of the regret over v_i)."""
+    if map_tol is not None and not map_tol > 0:
+        raise RunError(f"--map-tol must be positive, got {map_tol}")
     if not isinstance(workers, int) or workers < 1:
         raise RunError(f"--workers must be a positive integer, got {workers!r}")
     if not gap > 0:
@@ -253,14 +268,15 @@ def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_
         doc = _read_space(out)
         for a in agent_list:
             prev = next((r for r in doc["agents"] if r["agent"] == a), None)
-            if prev is not None and prev["status"] == "optimal" and prev.get("gap_exact", np.inf) <= gap:
+            if (prev is not None and prev["status"] == "optimal" and prev.get("gap_exact", np.inf) <= gap
+                    and map_tol is None):
                 continue
             if workers == 1:
                 rec, maps[a] = certify_agent(spaces[a], params, out, gap=gap, time_limit=time_limit,
-                                             progress=progress)
+                                             progress=progress, map_tol=map_tol)
             else:
                 rec, maps[a] = merge(_run_parts(ckpt, out, a, low, high, spaces[a].grid, batch, backward, gap,
-                                                time_limit, workers, progress))
+                                                time_limit, workers, progress, map_tol))
             doc["agents"] = sorted([r for r in doc["agents"] if r["agent"] != a] + [jsonable(rec)],
                                    key=lambda r: r["agent"])
             doc.update({"weights_sha256": manifest["weights_sha256"], "digest": manifest["weights_sha256"],
@@ -272,7 +288,7 @@ def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_
     return doc
 
 
-def _run_parts(ckpt, out, agent, low, high, grid, batch, backward, gap, time_limit, workers, progress):
+def _run_parts(ckpt, out, agent, low, high, grid, batch, backward, gap, time_limit, workers, progress, map_tol):
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -280,7 +296,7 @@ def _run_parts(ckpt, out, agent, low, high, grid, batch, backward, gap, time_lim
         print(f"agent {agent}: whole space on {workers} worker processes ...", file=sys.stderr)
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
         futs = [ex.submit(_part, str(ckpt), str(out), agent, low, high, grid, batch, backward, gap, time_limit,
-                          (w, workers)) for w in range(workers)]
+                          (w, workers), map_tol) for w in range(workers)]
         return [f.result() for f in futs]
 
 
