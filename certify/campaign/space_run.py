@@ -229,7 +229,7 @@ def merge(parts: list) -> tuple[dict, dict]:
 
 
 def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_limit: float | None = None,
-              grid: int | None = None, progress: bool = True, batch: int = 1024, backward: bool = True,
+              grid: int | None = None, progress: bool = True, batch: int = 1024, backward: bool | None = None,
               plots: bool = True, workers: int = 1, map_tol: float | None = None) -> dict:
     """Certify the whole space of ``ckpt`` for ``agents`` into ``out_dir`` (module docstring);
     returns the space.json content. ``workers > 1``: each agent's cells are dealt round-robin to
@@ -256,6 +256,11 @@ def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_
     agent_list = parse_agents(agents, spec.n_agents)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if backward is None:   # as for a profile's bab: the CROWN-style replay pays off on tanh nets only
+        from certify.certificate import CertifyOptions
+        from certify.regret import bab_backward
+
+        backward = bab_backward(spec, CertifyOptions())
     w = network.weights64(params)
     spaces = {a: space.Space(w, spec, a, low, high, bid_low=bid_low, bid_high=bid_high, grid=grid,
                              batch=batch, backward=backward) for a in agent_list}
