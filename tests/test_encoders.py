@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from certify.mip import backends as bk, licensing, model as mm
-from certify.mip.encoders import EncodeOptions, UnsupportedArchitecture, check_supported, encode
+from certify.mip.encoders import EncodeOptions, Encoder, UnsupportedArchitecture, check_supported, encode, encode_net
 from certify.network import forward64, sparsemax64, utility64, weights64
 from certify.tighten import tighten
 from jaxauction import mechanism
+from jaxauction.bounds import Interval
 from jaxauction.mechanism import MechanismSpec
 from test_tighten import agent_box, random_net
 
@@ -74,6 +75,47 @@ def test_fixed_bids_objective_equals_forward_pass(payment, opts):
         assert res.status == "optimal", res
         assert abs(res.objective - want) < 1e-6
         assert mip.get_error(res, reference="float64") < 1e-6
+
+
+@pytest.mark.parametrize("payment", ["free", "fractional"])
+def test_encode_net_on_columns_and_constants(payment):
+    """encode_net on an input of columns and constants (as certify.mip.two_copy builds it; agent 1's
+    row mixes both, so its payment products have a variable and a constant factor): the recorded
+    trace at any point of the box is the float64 forward pass and satisfies every row, and with the
+    columns pinned the MIP's only value of ``u_1`` is the network's (seed 8: a_10, a_11 > 0 on the box)."""
+    params, spec = random_net(8, n=2, m=2, hidden=(8, 8), payment=payment)
+    w, rng = weights64(params), np.random.default_rng(3)
+    var = np.array([[True, False], [False, True]])
+    lo = rng.uniform(0, 0.5, (2, 2))
+    hi = np.where(var, lo + 0.4, lo)
+    nb = tighten(params, spec, Interval(lo, hi), method="lp")
+
+    def build(xl, xu):
+        be = mm.Model()
+        col = np.full((2, 2), -1)
+        col[var] = be.add_vars("x", xl[var], xu[var])
+        enc = Encoder(be, w, spec, EncodeOptions())
+        a, p = encode_net(enc, col, lo, 1, nb)
+        be.set_objective(list(a) + list(p.cols), list(lo[1]) + list(-p.coef[0]), -float(p.const[0]))
+        return be, enc, col, a, p
+
+    be, enc, col, a, p = build(lo, hi)
+    if payment == "fractional":  # w_1j = a_1j x_1j: a column for the variable x_11 only
+        assert "pay_w[1,1]" in be.names and "pay_w[1,0]" not in be.names
+    for x in [lo + rng.random((2, 2)) * (hi - lo) for _ in range(5)]:
+        vals = np.zeros(be.n_vars)
+        vals[col[var]] = x[var]
+        for fn in enc.evaluators:
+            fn(vals)
+        a64, p64 = forward64(w, spec, x)
+        assert be.violation(vals) < 1e-12
+        np.testing.assert_allclose(vals[a], a64[1], atol=1e-12)
+        assert abs(p.value(vals)[0] - p64[1]) < 1e-12
+    x = lo + rng.random((2, 2)) * (hi - lo)
+    pinned = build(x, x)[0]
+    res = pinned.to(bk.ScipBackend).solve()
+    assert res.status == "optimal", res
+    assert abs(res.objective - utility64(w, spec, x, lo, 1)) < 1e-6
 
 
 @pytest.mark.parametrize("payment", ["free", "fractional"])

@@ -33,11 +33,14 @@ Pieces (bounds ``[l, u]`` come from :mod:`certify.tighten`; every piece is an *e
   payment's ``f = hard_sigmoid(q_i) = clip(q_i / 10 + 1/2, 0, 1)``.
 * **Fractional payment** ``p = f y``, ``y = sum_j a_ij b_ij``: both factors of every product are
   variables for the misreporting agent, so ``w_j = a_ij b_ij`` and ``p = f y`` are bilinear
-  equalities (nonconvex MIQCP).
+  equalities (nonconvex MIQCP; a constant factor, as in :mod:`certify.mip.two_copy`, is a coefficient).
 
-:func:`encode` returns a :class:`RegretMIP` handle that solves the model, turns the incumbent into
-a bid profile, gives a complete MIP start for any bid (every variable is evaluated in the order it
-was defined), and reports the error between the MIP and the network's forward pass.
+:func:`encode_net` encodes the network once for an input whose entries are columns or constants
+(:func:`inputs`); :func:`encode` calls it with agent i's bid columns and the others' bids fixed, and
+:mod:`certify.mip.two_copy` twice on shared columns. :func:`encode` returns a :class:`RegretMIP`
+handle (:mod:`certify.mip.handle`) that solves the model, turns the incumbent into a bid profile,
+gives a complete MIP start for any bid (every variable is evaluated in the order it was defined),
+and reports the error between the MIP and the network's forward pass.
 """
 from __future__ import annotations
 
@@ -48,7 +51,8 @@ import numpy as np
 
 from certify.mip import model as mm
 from certify.mip.affine import Affine, plus
-from certify.network import Weights, apply32, params_from, sparsemax64, utility64
+from certify.mip.handle import RegretMIP  # noqa: F401  (re-exported: built by encode)
+from certify.network import Weights, params_from, sparsemax64
 from jaxauction import mechanism
 from jaxauction.bounds import NetworkBounds
 from jaxauction.mechanism import MechanismSpec
@@ -99,96 +103,16 @@ class EncodeOptions:
             raise ValueError(f"sparsemax encoding must be one of {SPARSEMAX_ENCODINGS}, got {self.sparsemax!r}")
 
 
-def _product_bounds(xl, xu, yl, yu):
+def product_bounds(xl, xu, yl, yu):
+    """Elementwise bounds of ``x y`` for ``x in [xl, xu]``, ``y in [yl, yu]``."""
     c = np.stack([xl * yl, xl * yu, xu * yl, xu * yu])
     return c.min(0), c.max(0)
 
 
-@dataclasses.dataclass
-class RegretMIP:
-    """Handle on a built model (gurobi-machinelearning style).
+class Encoder:
+    """Adds the exact pieces to a model (``be``: a :class:`certify.mip.model.Model` or anything with its
+    ``add_*``/``bounds``); ``evaluators`` replay every variable it defines, in definition order."""
 
-    Attributes:
-      backend: the solver model (:class:`certify.backends.Model`).
-      spec, agent, valuations (N, M), low, high (N, M): the problem.
-      bid_cols: (M,) columns of agent ``agent``'s bids.
-      n_unstable_relus: trunk neurons encoded with a binary.
-    """
-
-    backend: mm.Model
-    spec: MechanismSpec
-    weights: Weights
-    agent: int
-    valuations: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    bid_cols: np.ndarray
-    n_unstable_relus: int
-    evaluators: list
-    objective: tuple = ()
-    params: object = None
-
-    @property
-    def n_binaries(self) -> int:
-        return self.backend.n_binaries
-
-    def profile(self, bids_i) -> np.ndarray:
-        """Full (N, M) bid profile with agent's row replaced by ``bids_i``."""
-        b = np.array(self.valuations, np.float64, copy=True)
-        b[self.agent] = np.clip(np.asarray(bids_i, np.float64), self.low[self.agent], self.high[self.agent])
-        return b
-
-    def start_values(self, bids_i) -> np.ndarray:
-        """A complete, feasible assignment of every column for agent bids ``bids_i``."""
-        vals = np.zeros(self.backend.n_vars)
-        vals[self.bid_cols] = self.profile(bids_i)[self.agent]
-        for fn in self.evaluators:
-            fn(vals)
-        return vals
-
-    def objective_value(self, vals) -> float:
-        cols, coefs, const = self.objective
-        return float(np.dot(coefs, vals[cols]) + const)
-
-    def set_start(self, bids_i) -> None:
-        self.backend.set_start(self.start_values(bids_i))
-
-    def solve(self, **kw) -> mm.SolveResult:
-        return self.backend.solve(**kw)
-
-    def to(self, solver: str) -> "RegretMIP":
-        """Move the (recorded, not yet solved) model to ``"gurobi"`` or ``"scip"``."""
-        from certify.mip.backends import BACKENDS
-
-        self.backend = self.backend.to(BACKENDS[solver])
-        return self
-
-    def misreport(self, result: mm.SolveResult) -> np.ndarray | None:
-        """(N, M) bid profile at the incumbent, or None."""
-        if result.values is None:
-            return None
-        return self.profile(result.values[self.bid_cols])
-
-    def get_error(self, result: mm.SolveResult, reference: str = "jax") -> float | None:
-        """``|MIP objective at the incumbent - forward-pass utility at its bids|``.
-
-        ``reference="jax"``: the JAX forward pass ``mechanism.apply`` (float32, what training
-        uses); ``"float64"``: the same network in float64 numpy (isolates the encoding's error).
-        """
-        b = self.misreport(result)
-        if b is None or result.objective is None:
-            return None
-        if reference == "float64":
-            u = utility64(self.weights, self.spec, b, self.valuations, self.agent)
-        elif reference == "jax":
-            a, p = apply32(self.params, self.spec, b)
-            u = float(np.sum(a[self.agent] * self.valuations[self.agent]) - p[self.agent])
-        else:
-            raise ValueError(f"reference must be 'jax' or 'float64', got {reference!r}")
-        return abs(result.objective - u)
-
-
-class _Encoder:
     def __init__(self, be: mm.Model, w: Weights, spec: MechanismSpec, opts: EncodeOptions):
         self.be, self.w, self.spec, self.opts = be, w, spec, opts
         self.evaluators: list[Callable] = []
@@ -301,20 +225,28 @@ class _Encoder:
             return int(aff.cols[0])
         return int(self.materialize(var, row, None, aff, np.array([l]), np.array([u]))[0])
 
-    # -- the network -----------------------------------------------------------------------
-    def trunk(self, bid_cols, agent, vals, nb: NetworkBounds) -> Affine:
-        n, m = self.spec.n_agents, self.spec.n_items
-        coef = np.zeros((n * m, m))
-        coef[agent * m:(agent + 1) * m] = np.eye(m)
-        const = np.asarray(vals, np.float64).copy()
-        const[agent] = 0.0
-        h = Affine(coef, np.asarray(bid_cols), const.reshape(-1))
-        for k, (wk, bk_) in enumerate(self.w.trunk):
-            z = h.dense(wk, bk_)
-            iv = nb.pre[k]
-            h = self.relu(f"", [(k + 1, j) for j in range(len(bk_))], z, iv.lower, iv.upper)
-        return h
+    def times(self, name, lab, a_cols, al, au, xcol, xval) -> tuple[Affine, np.ndarray, np.ndarray]:
+        """``a_j x_j`` per j, for columns ``a_cols`` in ``[al, au]`` and ``x_j`` the column ``xcol[j]``
+        where it is >= 0, else the constant ``xval[j]``: an (M,)-row Affine and its bounds. A
+        variable ``x_j`` gets a column ``name[lab_j]`` tied by a bilinear equality."""
+        m = len(a_cols)
+        al, au, xval = al * np.ones(m), np.asarray(au, np.float64), np.asarray(xval, np.float64)
+        var = np.asarray(xcol) >= 0
+        lo, hi = product_bounds(al, au, xval, xval)
+        coef, cols = np.diag(np.where(var, 0.0, xval)), [np.asarray(a_cols)]
+        if var.any():
+            sel = np.flatnonzero(var)
+            xl, xu = self.be.bounds(xcol[sel])
+            lo[sel], hi[sel] = product_bounds(al[sel], au[sel], xl, xu)
+            wc = self.be.add_vars(name, lo[sel], hi[sel], index=[lab[t] for t in sel])
+            self.be.add_bilinear_eq(name, wc, a_cols[sel], xcol[sel], index=[lab[t] for t in sel])
+            self.evaluators.append(lambda vv, wc=wc, a=a_cols[sel], x=xcol[sel]: vv.__setitem__(wc, vv[a] * vv[x]))
+            extra = np.zeros((m, len(sel)))
+            extra[sel, np.arange(len(sel))] = 1.0
+            coef, cols = np.hstack([coef, extra]), cols + [wc]
+        return Affine(coef, np.concatenate(cols), np.zeros(m)), lo, hi
 
+    # -- the network -----------------------------------------------------------------------
     def sparsemax(self, s_cols, sl, su) -> np.ndarray:
         """Allocation columns (N+1, M) (dummy row last) from logit columns ``s_cols`` (N+1, M)."""
         be, opts = self.be, self.opts
@@ -373,6 +305,51 @@ class _Encoder:
         return a
 
 
+def inputs(col, val) -> Affine:
+    """The N*M network inputs as expressions: ``x_rj`` is column ``col[r, j]`` where it is >= 0, else
+    the constant ``val[r, j]``."""
+    col, val = np.ravel(col), np.ravel(val).astype(np.float64)
+    var = col >= 0
+    coef = np.zeros((len(col), int(var.sum())))
+    coef[np.flatnonzero(var), np.arange(int(var.sum()))] = 1.0
+    return Affine(coef, col[var], np.where(var, 0.0, val))
+
+
+def encode_net(enc: Encoder, col, val, agent: int, nb: NetworkBounds) -> tuple[np.ndarray, Affine]:
+    """The network at the input ``x`` (N, M) of :func:`inputs` (``col``, ``val``), with ``nb`` valid on
+    x's box: the trunk, the allocation logits and sparsemax (all rows: it couples them) and agent's
+    payment. Returns agent's allocation columns (M,) and its payment ``p_i`` (a 1-row Affine)."""
+    w, spec, be = enc.w, enc.spec, enc.be
+    n, m = spec.n_agents, spec.n_items
+    h = inputs(col, val)
+    for k, (wk, ck) in enumerate(w.trunk):
+        h = enc.relu("", [(k + 1, j) for j in range(len(ck))], h.dense(wk, ck), nb.pre[k].lower, nb.pre[k].upper)
+    sl, su = nb.alloc_logits.lower, nb.alloc_logits.upper
+    s = enc.materialize("s", "alloc_lin", [(r, j) for r in range(n + 1) for j in range(m)], h.dense(*w.alloc),
+                        sl.ravel(), su.ravel()).reshape(n + 1, m)
+    a = enc.sparsemax(s, sl, su)[agent]
+    q = h.dense(*w.pay).rows([agent])
+    ql, qu = float(nb.pay_logits.lower[agent]), float(nb.pay_logits.upper[agent])
+    if spec.payment == "free":
+        return a, enc.clip("pay", q, ql, qu, float(spec.payment_max))[0]
+    dv, off = mechanism.HARD_SIGMOID_DIVISOR, mechanism.HARD_SIGMOID_OFFSET
+    t = Affine(q.coef / dv, q.cols, q.const / dv + off)
+    f, fl, fu = enc.clip("frac", t, ql / dv + off, qu / dv + off, 1.0)
+    # y = sum_j a_ij x_ij (w's bounds from a in [0, a^U])
+    wa, wl, wu = enc.times("pay_w", [(agent, j) for j in range(m)], a, 0.0, be.bounds(a)[1], col[agent], val[agent])
+    yl, yu = float(np.sum(wl)), float(np.sum(wu))
+    y = enc.materialize("pay_y", "pay_y", [agent], Affine(wa.coef.sum(0, keepdims=True), wa.cols, np.zeros(1)),
+                        np.array([yl]), np.array([yu]))
+    if fl == fu:  # constant fraction: p = f y is linear
+        return a, Affine(np.array([[fl]]), y, np.zeros(1))
+    fc = enc.as_col("frac", "frac_lin", f, fl, fu)
+    pl, pu = product_bounds(fl, fu, yl, yu)
+    pc = be.add_vars("pay", pl, pu, index=[agent])
+    be.add_bilinear_eq("pay", pc, [fc], y, index=[agent])
+    enc.evaluators.append(lambda vv: vv.__setitem__(pc, vv[fc] * vv[y]))
+    return a, Affine.of_cols(pc)
+
+
 def encode(backend: mm.Model, weights: Weights, spec: MechanismSpec, valuations, agent: int, low, high,
            nb: NetworkBounds, options: EncodeOptions = EncodeOptions(), params=None) -> RegretMIP:
     """Build the regret MIP of ``agent`` at profile ``valuations`` into ``backend``.
@@ -393,44 +370,12 @@ def encode(backend: mm.Model, weights: Weights, spec: MechanismSpec, valuations,
     v = np.asarray(valuations, np.float64)
     low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
     n, m = spec.n_agents, spec.n_items
-    enc = _Encoder(backend, weights, spec, options)
+    enc = Encoder(backend, weights, spec, options)
     bid_cols = backend.add_vars("b", low[agent], high[agent], index=[(agent, j) for j in range(m)])
-    h = enc.trunk(bid_cols, agent, v, nb)
-    # Heads: allocation logits s (all rows: sparsemax couples them) and agent i's payment logit.
-    s_aff = h.dense(*weights.alloc)
-    s_cols = enc.materialize("s", "alloc_lin", [(r, j) for r in range(n + 1) for j in range(m)], s_aff,
-                             nb.alloc_logits.lower.ravel(), nb.alloc_logits.upper.ravel()).reshape(n + 1, m)
-    a = enc.sparsemax(s_cols, nb.alloc_logits.lower, nb.alloc_logits.upper)
-    q_aff = h.dense(*weights.pay).rows([agent])
-    ql, qu = float(nb.pay_logits.lower[agent]), float(nb.pay_logits.upper[agent])
-    obj_cols, obj_coef, obj_const = list(a[agent]), list(v[agent]), 0.0
-    if spec.payment == "free":
-        p, _, _ = enc.clip("pay", q_aff, ql, qu, float(spec.payment_max))
-    else:
-        dv, off = mechanism.HARD_SIGMOID_DIVISOR, mechanism.HARD_SIGMOID_OFFSET
-        t = Affine(q_aff.coef / dv, q_aff.cols, q_aff.const / dv + off)
-        f, fl, fu = enc.clip("frac", t, ql / dv + off, qu / dv + off, 1.0)
-        a_ub = backend.bounds(a[agent])[1]
-        wl, wu = _product_bounds(0.0, a_ub, low[agent], high[agent])
-        w_cols = backend.add_vars("pay_w", wl, wu, index=[(agent, j) for j in range(m)])
-        backend.add_bilinear_eq("pay_w", w_cols, a[agent], bid_cols, index=[(agent, j) for j in range(m)])
-        y = backend.add_vars("pay_y", [float(np.sum(wl))], [float(np.sum(wu))], index=[agent])
-        backend.add_linear("pay_y", [(np.ones((1, 1)), y), (-np.ones((1, m)), w_cols)], "=", [0.0], index=[agent])
-        enc.evaluators.append(lambda vv: (vv.__setitem__(w_cols, vv[a[agent]] * vv[bid_cols]),
-                                          vv.__setitem__(y, np.sum(vv[w_cols]))))
-        if fl == fu:  # constant fraction: p = f y is linear
-            p = Affine(np.array([[fl]]), y, np.zeros(1))
-        else:
-            fc = enc.as_col("frac", "frac_lin", f, fl, fu)
-            pl, pu = _product_bounds(fl, fu, float(np.sum(wl)), float(np.sum(wu)))
-            pc = backend.add_vars("pay", pl, pu, index=[agent])
-            backend.add_bilinear_eq("pay", pc, [fc], y, index=[agent])
-            enc.evaluators.append(lambda vv: vv.__setitem__(pc, vv[fc] * vv[y]))
-            p = Affine.of_cols(pc)
-    obj_cols += list(p.cols)
-    obj_coef += list(-p.coef[0])
-    obj_const -= float(p.const[0])
-    backend.set_objective(obj_cols, obj_coef, obj_const)
+    col = np.full((n, m), -1, np.int64)
+    col[agent] = bid_cols
+    a, p = encode_net(enc, col, v, agent, nb)
+    backend.set_objective(list(a) + list(p.cols), list(v[agent]) + list(-p.coef[0]),
+                          0.0 - float(p.const[0]))
     return RegretMIP(backend, spec, weights, agent, v, low, high, bid_cols, enc.n_unstable, enc.evaluators,
                      backend.objective, params if params is not None else params_from(weights))
-

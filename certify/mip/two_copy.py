@@ -7,9 +7,9 @@ of misreports (M,), :func:`max_regret_box` brackets
     R(v, b) = u_i((b, v_-i); v_i) - u_i(v; v_i),     u_i(x; v_i) = sum_j a_ij(x) v_ij - p_i(x),
 
 with ``(a, p)`` the mechanism's exact (real-arithmetic) function of its stored weights. Every
-bid is a variable, so the network is encoded twice with the encoders of
-:mod:`certify.mip.encoders` (exact pieces; bounds from :func:`certify.tighten.tighten` on each
-copy's input box):
+bid is a variable, so the network is encoded twice by :func:`certify.mip.encoders.encode_net`
+(the encoding :func:`~certify.mip.encoders.encode` uses; exact pieces; bounds from
+:func:`certify.tighten.tighten` on each copy's input box):
 
 * copy 2 reads ``x2 = v``: N*M variables ``v_rj in [v_lo_rj, v_hi_rj]``;
 * copy 1 reads ``x1 = (b, v_-i)``: the M variables ``b_j in [b_lo_j, b_hi_j]`` in row i and the
@@ -59,11 +59,10 @@ from certify.mip import licensing
 from certify.mip import model as mm
 from certify.mip.affine import Affine, plus
 from certify.mip.backends import BACKENDS
-from certify.mip.encoders import _PAD, EncodeOptions, UnsupportedArchitecture, _Encoder, _product_bounds, check_supported
+from certify.mip.encoders import EncodeOptions, Encoder, UnsupportedArchitecture, check_supported, encode_net
 from certify.network import utility64, weights64
 from certify.regret import validate
 from certify.tighten import tighten
-from jaxauction import mechanism
 from jaxauction.bounds import Interval
 from jaxauction.mechanism import MechanismSpec
 
@@ -132,68 +131,6 @@ class _Named:
         return self.be.bounds(cols)
 
 
-def _inputs(col, val) -> Affine:
-    """The N*M input expressions: column ``col[r, j]`` where it is >= 0, else the constant ``val``."""
-    col, val = np.ravel(col), np.ravel(val).astype(np.float64)
-    var = col >= 0
-    coef = np.zeros((len(col), int(var.sum())))
-    coef[np.flatnonzero(var), np.arange(int(var.sum()))] = 1.0
-    return Affine(coef, col[var], np.where(var, 0.0, val))
-
-
-def _times(enc: _Encoder, name, lab, a_cols, xcol, xval):
-    """``a_j * x_j`` per j (``x_j`` column ``xcol[j] >= 0`` or constant ``xval[j]``): an (M,)-row
-    Affine and its bounds; bilinear equalities for the variable factors."""
-    be, m = enc.be, len(a_cols)
-    al, au = be.bounds(a_cols)
-    var = np.asarray(xcol) >= 0
-    lo, hi = _product_bounds(al, au, xval, xval)
-    coef, cols = np.diag(np.where(var, 0.0, xval)), [np.asarray(a_cols)]
-    if var.any():
-        sel = np.flatnonzero(var)
-        xl, xu = be.bounds(xcol[sel])
-        lo[sel], hi[sel] = _product_bounds(al[sel], au[sel], xl, xu)
-        wc = be.add_vars(name, lo[sel], hi[sel], index=[lab[t] for t in sel])
-        be.add_bilinear_eq(name, wc, a_cols[sel], xcol[sel], index=[lab[t] for t in sel])
-        enc.evaluators.append(lambda vv, wc=wc, a=a_cols[sel], x=xcol[sel]: vv.__setitem__(wc, vv[a] * vv[x]))
-        extra = np.zeros((m, len(sel)))
-        extra[sel, np.arange(len(sel))] = 1.0
-        coef, cols = np.hstack([coef, extra]), cols + [wc]
-    return Affine(coef, np.concatenate(cols), np.zeros(m)), lo, hi
-
-
-def _copy(enc: _Encoder, spec: MechanismSpec, agent, col, val, nb):
-    """One copy of the network on inputs (col, val) (N, M): agent's allocation columns (M,) and its
-    payment (1-row Affine); the same pieces, in the same order, as :func:`encoders.encode`."""
-    n, m, w, be = spec.n_agents, spec.n_items, enc.w, enc.be
-    h = _inputs(col, val)
-    for k, (wk, ck) in enumerate(w.trunk):
-        h = enc.relu("", [(k + 1, j) for j in range(len(ck))], h.dense(wk, ck), nb.pre[k].lower, nb.pre[k].upper)
-    sl, su = nb.alloc_logits.lower, nb.alloc_logits.upper
-    s = enc.materialize("s", "alloc_lin", [(r, j) for r in range(n + 1) for j in range(m)], h.dense(*w.alloc),
-                        sl.ravel(), su.ravel()).reshape(n + 1, m)
-    a = enc.sparsemax(s, sl, su)[agent]
-    q = h.dense(*w.pay).rows([agent])
-    ql, qu = float(nb.pay_logits.lower[agent]), float(nb.pay_logits.upper[agent])
-    if spec.payment == "free":
-        return a, enc.clip("pay", q, ql, qu, float(spec.payment_max))[0]
-    dv, off = mechanism.HARD_SIGMOID_DIVISOR, mechanism.HARD_SIGMOID_OFFSET
-    t = Affine(q.coef / dv, q.cols, q.const / dv + off)
-    f, fl, fu = enc.clip("frac", t, ql / dv + off, qu / dv + off, 1.0)
-    wa, wl, wu = _times(enc, "pay_w", [(agent, j) for j in range(m)], a, col[agent], val[agent])
-    yl, yu = float(np.sum(wl)), float(np.sum(wu))
-    pad = _PAD * (1.0 + abs(yl) + abs(yu))
-    y = enc.as_col("pay_y", "pay_y", Affine(wa.coef.sum(0, keepdims=True), wa.cols, np.zeros(1)), yl - pad, yu + pad)
-    if fl == fu:  # constant fraction: p = f y is linear
-        return a, Affine(np.array([[fl]]), np.array([y]), np.zeros(1))
-    fc = enc.as_col("frac", "frac_lin", f, fl, fu)
-    pl, pu = _product_bounds(fl, fu, yl - pad, yu + pad)
-    pc = be.add_vars("pay", pl, pu, index=[agent])
-    be.add_bilinear_eq("pay", pc, [fc], [y], index=[agent])
-    enc.evaluators.append(lambda vv: vv.__setitem__(pc, vv[fc] * vv[y]))
-    return a, Affine.of_cols(pc)
-
-
 def _check_box(name_lo, lo, name_hi, hi, shape):
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     for nm, x in ((name_lo, lo), (name_hi, hi)):
@@ -255,16 +192,16 @@ def max_regret_box(params, spec: MechanismSpec, agent: int, v_lo, v_hi, b_lo, b_
     col1, val1 = vcol.copy(), v_lo.copy()
     col1[agent], val1[agent] = bcol, b_lo
     opts = EncodeOptions()
-    enc1 = _Encoder(_Named(be, "c1."), w, spec, opts)
-    enc2 = _Encoder(_Named(be, "c2."), w, spec, opts)
+    enc1 = Encoder(_Named(be, "c1."), w, spec, opts)
+    enc2 = Encoder(_Named(be, "c2."), w, spec, opts)
     enc2.evaluators = enc1.evaluators  # one list, in definition order
-    a1, p1 = _copy(enc1, spec, agent, col1, val1, nb1)
-    a2, p2 = _copy(enc2, spec, agent, vcol, v_lo, nb2)
+    a1, p1 = encode_net(enc1, col1, val1, agent, nb1)
+    a2, p2 = encode_net(enc2, vcol, v_lo, agent, nb2)
     (l1, u1), (l2, u2) = be.bounds(a1), be.bounds(a2)
     lab = [(agent, j) for j in range(m)]
     d = enc2.materialize("gain_d", "gain_d", lab, Affine(np.hstack([np.eye(m), -np.eye(m)]), np.concatenate([a1, a2]),
                                                          np.zeros(m)), l1 - u2, u1 - l2)
-    g = _times(enc2, "gain_g", lab, d, vcol[agent], v_lo[agent])[0]
+    g = enc2.times("gain_g", lab, d, l1 - u2, u1 - l2, vcol[agent], v_lo[agent])[0]
     gain = Affine(g.coef.sum(0, keepdims=True), g.cols, np.zeros(1))
     obj = plus(plus(gain, Affine(-p1.coef, p1.cols, -p1.const)), p2)
     be.set_objective(obj.cols, obj.coef[0], float(obj.const[0]))
