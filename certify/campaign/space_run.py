@@ -113,6 +113,20 @@ def _restore(sp: space.Space, out: Path, agent: int, gap: float, part: tuple[int
             extra = space.new_pool(sp, np.flatnonzero(lost))
             for f in ("zl", "zu", "ub", "au", "cid"):
                 setattr(pool, f, np.concatenate([getattr(pool, f), getattr(extra, f)]))
+    # boxes pruned under a looser rule than this run's (a larger gap, or no map) are gone: their
+    # cells start again from the root
+    thr = np.full(sp.n_cells, best + gap / 2)
+    if map_tol is not None:
+        thr = np.minimum(thr, pool.cell_lower + map_tol)
+    redo = ~done & np.isfinite(pool.pruned) & (pool.pruned > thr)
+    if np.any(redo):
+        keep = ~redo[pool.cid]
+        for f in ("zl", "zu", "ub", "au", "cid"):
+            setattr(pool, f, getattr(pool, f)[keep])
+        pool.pruned[redo] = -np.inf
+        extra = space.new_pool(sp, np.flatnonzero(redo))
+        for f in ("zl", "zu", "ub", "au", "cid"):
+            setattr(pool, f, np.concatenate([getattr(pool, f), getattr(extra, f)]))
     pool.done = done
     for c, r in fin.items():
         pool.pruned[c] = max(pool.pruned[c], float(r["upper_exact"]))
