@@ -107,7 +107,8 @@ def _grid_gain(baseline, v, agent, per_item=33):
 
 
 @pytest.mark.parametrize("name,prior", [
-    ("myerson", priors.uniform(2, 2)), ("myerson", priors.uniform(3, 2)), ("myerson", priors.uniform(2, 3)),
+    ("myerson", priors.uniform(2, 2)), pytest.param("myerson", priors.uniform(3, 2), marks=pytest.mark.slow),
+    pytest.param("myerson", priors.uniform(2, 3), marks=pytest.mark.slow),
     ("myerson", priors.UniformPrior(((0.0,), (2.0,), (0.5,)), ((1.0,), (3.0,), (4.0,)))),  # per-agent boxes
     ("bundle", priors.uniform(2, 2)), ("bundle", priors.uniform(1, 2))])
 def test_no_misreport_on_a_dense_grid_gains(name, prior):
