@@ -92,7 +92,7 @@ def main_space(args) -> int:
     try:
         doc = run_space(args.ckpt, out, agents=args.agents, gap=args.gap, box=args.box, time_limit=limit,
                         grid=args.grid, workers=args.workers, map_tol=args.map_tol)
-    except (CheckpointError, RunError, ValueError) as e:
+    except (CheckpointError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -54,8 +54,17 @@ class BabResult:
     leaves: tuple = ()   # (xl (L, M), xu (L, M), ub (L,)): the final partition, open and pruned boxes
 
 
+def group_best(group: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Indices of the largest ``val`` of each group present in ``group`` (one per group)."""
+    order = np.lexsort((-val, group))
+    head = np.ones(len(order), bool)
+    head[1:] = group[order][1:] != group[order][:-1]
+    return order[head]
+
+
 def _split(pl, pu, pa, width0, branching, levels):
-    """Bisect every box ``levels`` times (each time along its best edge): 2^levels pieces each."""
+    """Bisect every box ``levels`` times (each time along its best edge): 2^levels pieces each
+    (``pa``, the boxes' slopes, is only read by ``"slope"``; None with ``"longest"``)."""
     for _ in range(levels):
         k = len(pl)
         score = (pu - pl) / width0 if branching == "longest" else np.abs(pa) * (pu - pl) + 1e-300 * (pu - pl)
@@ -66,7 +75,8 @@ def _split(pl, pu, pa, width0, branching, levels):
         left_u, right_l = pu.copy(), pl.copy()
         left_u[rows, dim] = cut
         right_l[rows, dim] = cut
-        pl, pu, pa = np.concatenate([pl, right_l]), np.concatenate([left_u, pu]), np.concatenate([pa, pa])
+        pl, pu = np.concatenate([pl, right_l]), np.concatenate([left_u, pu])
+        pa = None if pa is None else np.concatenate([pa, pa])
     return pl, pu
 
 
@@ -185,10 +195,7 @@ def maximize_many(problems: list, lo_i, hi_i, *, incs=None, gap: float = 1e-6, d
         return tuple(np.concatenate([o[k] for o in out]) for k in range(3))
 
     def take_best(pid, val, xl, xu):
-        order = np.lexsort((-val, pid))
-        head = np.ones(len(order), bool)
-        head[1:] = pid[order][1:] != pid[order][:-1]
-        for j in order[head]:
+        for j in group_best(pid, val):
             if val[j] > best_u[pid[j]]:
                 best_u[pid[j]], best_b[pid[j]] = float(val[j]), (xl[j] + xu[j]) / 2
 

@@ -73,8 +73,9 @@ def rows(y: Lin, idx) -> Lin:
 
 def regret_lin(jn: JointNet, zl, zu, spec: MechanismSpec, agent: int, tapes=(None, None)):
     """Linear bounds of ``R(z)`` over one box ``[zl, zu]`` (D,) (module docstring). Returns
-    ``(R, copies)``, ``copies`` each copy's ``(trunk, h_L)`` for :func:`regret_backward`; the heads'
-    decisions go to ``tapes`` (one :class:`certify.relax.Tape` per copy, or None)."""
+    ``(R, copies)``, ``copies`` each copy's ``(trunk, y, q)`` (its trunk and head inputs) for
+    :func:`regret_backward`; the heads' decisions go to ``tapes`` (one :class:`certify.relax.Tape`
+    per copy, or None)."""
     _, vi, bi = layout(spec, agent)
     box = Box(zl, zu)
     z = relax.inputs(box)
@@ -118,25 +119,23 @@ def regret_backward(jn: JointNet, zl, zu, spec: MechanismSpec, agent: int, copie
     fixed = jnp.zeros(1, dt)
     g_z, c, mag = linbound.backsubstitute(jn.misreport, t1, fixed, g1, g_z, c, r.mag[0])
     g_z, c, mag = linbound.backsubstitute(jn.truthful, t2, fixed, g2, g_z, c, mag)
-    box = Box(zl, zu)
-    return g_z @ box.mid + jnp.abs(g_z) @ box.rad + c + 4.0 * relax.PAD * (mag + jnp.abs(c))
+    return linbound.concretize(g_z, c, mag, Box(zl, zu))
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "agent", "backward"))
 def bound_boxes(jn: JointNet, params64, zl, zu, spec: MechanismSpec, agent: int, backward: bool = True):
-    """For boxes ``zl, zu`` (B, D): ``(upper (B,), slope (B, D), R at the centre (B,))``; the upper
-    bound is ``+inf`` where it is not finite; ``backward``: also :func:`regret_backward`, and the
-    smaller of the two. Call under ``jax.enable_x64(True)``."""
+    """For boxes ``zl, zu`` (B, D): ``(upper (B,), R at the centre (B,))``; the upper bound is
+    ``+inf`` where it is not finite; ``backward``: also :func:`regret_backward`, and the smaller of
+    the two. Call under ``jax.enable_x64(True)``."""
     def one(zl_, zu_):
         tapes = (relax.Tape(), relax.Tape()) if backward else (None, None)
         r, copies = regret_lin(jn, zl_, zu_, spec, agent, tapes)
         up = relax.upper(r, Box(zl_, zu_))[0]
         if backward:
             up = jnp.minimum(up, regret_backward(jn, zl_, zu_, spec, agent, copies, tapes))
-        return jnp.where(jnp.isnan(up), jnp.inf, up), r.au[0]
+        return jnp.where(jnp.isnan(up), jnp.inf, up)
 
-    ub, au = jax.vmap(one)(zl, zu)
-    return ub, au, regret_at(params64, (zl + zu) / 2, spec, agent)
+    return jax.vmap(one)(zl, zu), regret_at(params64, (zl + zu) / 2, spec, agent)
 
 
 @functools.partial(jax.jit, static_argnames=("activation",))

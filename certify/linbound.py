@@ -262,7 +262,12 @@ def backward_upper(net: AgentNet, xl, xu, fixed, vals, spec: MechanismSpec, trun
     u2 = _head(y2, q2, x2, Box(xl, xu, tape.rewind()), vals, spec)
     g, g_x, c = u2.au[0, :hdim], u2.au[0, hdim:], u2.cu[0]
     g_x, c, mag = backsubstitute(net, trunk, fixed, g, g_x, c, u2.mag[0])
-    box = Box(xl, xu)
+    return concretize(g_x, c, mag, Box(xl, xu))
+
+
+def concretize(g_x, c, mag, box: Box) -> jax.Array:
+    """``max over the box of g_x . x + c`` for a back-substituted bound (:func:`backsubstitute`),
+    rounded up by ``4 PAD (mag + |c|)``."""
     return g_x @ box.mid + jnp.abs(g_x) @ box.rad + c + 4.0 * relax.PAD * (mag + jnp.abs(c))
 
 

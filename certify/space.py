@@ -49,7 +49,6 @@ class Pool:
     zl: np.ndarray
     zu: np.ndarray
     ub: np.ndarray
-    au: np.ndarray
     cid: np.ndarray
     pruned: np.ndarray       # (C,) max bound of the cell's pruned boxes
     cell_lower: np.ndarray   # (C,) best R found in the cell
@@ -58,22 +57,22 @@ class Pool:
     boxes: int = 0
     rounds: int = 0
 
+    def keep(self, mask) -> None:
+        """Keep only the open boxes ``mask``."""
+        self.zl, self.zu, self.ub, self.cid = self.zl[mask], self.zu[mask], self.ub[mask], self.cid[mask]
 
-@dataclasses.dataclass
-class AgentResult:
-    agent: int
-    lower: float
-    upper: float
-    status: str
-    gap: float
-    worst_profile: np.ndarray
-    worst_misreport: np.ndarray
-    cells: int
-    seconds: float
-    upper_float32: float
-    margin32: float
-    boxes: int
-    message: str = ""
+    def add(self, zl, zu, ub, cid) -> None:
+        """Open more boxes."""
+        self.zl, self.zu = np.concatenate([self.zl, zl]), np.concatenate([self.zu, zu])
+        self.ub, self.cid = np.concatenate([self.ub, ub]), np.concatenate([self.cid, cid])
+
+    def reopen(self, space: "Space", cells) -> None:
+        """Search ``cells`` again from their root boxes (their open boxes and pruned bounds dropped)."""
+        cells = np.asarray(cells, int)
+        self.keep(~np.isin(self.cid, cells))
+        self.pruned[cells] = -np.inf
+        zl, zu = space.cell_box(cells)
+        self.add(zl, zu, np.full(len(cells), np.inf), cells)
 
 
 class Space:
@@ -94,7 +93,7 @@ class Space:
         self.low, self.high = low, high
         self.jn = joint.compile_joint(w, spec, self.agent)
         self.params64 = network.params_from(w, np.float64)
-        self.v_idx, self.vi, self.bi = joint.layout(spec, self.agent)
+        _, self.vi, self.bi = joint.layout(spec, self.agent)
         self.bid_low, self.bid_high = bid_low, bid_high
         self.zl0 = np.concatenate([low.reshape(-1), bid_low[self.agent]])
         self.zu0 = np.concatenate([high.reshape(-1), bid_high[self.agent]])
@@ -127,7 +126,7 @@ class Space:
         return k @ (self.grid ** np.arange(self.spec.n_items - 1, -1, -1))
 
     def bound(self, zl, zu):
-        """``(upper, slope, R at centre)`` of boxes (B, D), in calls of ``batch`` boxes."""
+        """``(upper, R at centre)`` of boxes (B, D), in calls of ``batch`` boxes."""
         outs = []
         for s in range(0, len(zl), self.batch):
             a, b = zl[s:s + self.batch], zu[s:s + self.batch]
@@ -139,7 +138,7 @@ class Space:
                 o = joint.bound_boxes(self.jn, self.params64, jnp.asarray(a), jnp.asarray(b), self.spec, self.agent,
                                       self.backward)
                 outs.append([np.asarray(t, np.float64)[:k] for t in o])
-        return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))
+        return tuple(np.concatenate([o[j] for o in outs]) for j in range(2))
 
     def polish(self, pool: "Pool", z0, steps: int = 64) -> None:
         """Gradient ascent (:func:`certify.joint.ascend`) from the points ``z0``; the paths' best
@@ -174,12 +173,12 @@ def default_grid(m: int) -> int:
 
 
 def new_pool(space: Space, cells=None) -> Pool:
+    """A pool with the root boxes of ``cells`` (default: all) open and nothing found yet."""
     c = np.arange(space.n_cells) if cells is None else np.asarray(cells, int)
     zl, zu = space.cell_box(c)
-    d = len(space.zl0)
-    return Pool(zl, zu, np.full(len(c), np.inf), np.zeros((len(c), d)), c.copy(),
-                np.full(space.n_cells, -np.inf), np.full(space.n_cells, -np.inf),
-                np.repeat(((space.zl0 + space.zu0) / 2)[None], space.n_cells, 0), np.zeros(space.n_cells, bool))
+    return Pool(zl, zu, np.full(len(c), np.inf), c.copy(), np.full(space.n_cells, -np.inf),
+                np.full(space.n_cells, -np.inf), np.repeat(((space.zl0 + space.zu0) / 2)[None], space.n_cells, 0),
+                np.zeros(space.n_cells, bool))
 
 
 def offer(pool: Pool, space: Space, z, r, cid=None) -> None:
@@ -187,10 +186,7 @@ def offer(pool: Pool, space: Space, z, r, cid=None) -> None:
     if len(z) == 0:
         return
     cid = space.cell_of(z) if cid is None else cid
-    order = np.lexsort((-r, cid))
-    head = np.ones(len(order), bool)
-    head[1:] = cid[order][1:] != cid[order][:-1]
-    for j in order[head]:
+    for j in bab.group_best(cid, r):
         if r[j] > pool.cell_lower[cid[j]]:
             pool.cell_lower[cid[j]], pool.cell_z[cid[j]] = float(r[j]), z[j]
 
@@ -225,8 +221,8 @@ def search(space: Space, pool: Pool, *, gap: float, deadline: float | None = Non
     kept, n_kept = [], 0
     fresh = ~np.isfinite(pool.ub)
     if np.any(fresh):  # roots (new or reopened cells): bound them
-        ub, au, r = space.bound(pool.zl[fresh], pool.zu[fresh])
-        pool.ub[fresh], pool.au[fresh] = ub, au
+        ub, r = space.bound(pool.zl[fresh], pool.zu[fresh])
+        pool.ub[fresh] = ub
         offer(pool, space, (pool.zl[fresh] + pool.zu[fresh]) / 2, r, pool.cid[fresh])
         pool.boxes += int(fresh.sum())
     status, message = "optimal", ""
@@ -244,8 +240,7 @@ def search(space: Space, pool: Pool, *, gap: float, deadline: float | None = Non
                 n_kept += int(near.sum())
                 if n_kept > _KEEP_LEAVES:
                     kept = None
-            for f in ("zl", "zu", "ub", "au", "cid"):
-                setattr(pool, f, getattr(pool, f)[keep])
+            pool.keep(keep)
         has_open = np.zeros(space.n_cells, bool)
         has_open[pool.cid] = True
         newly = ~pool.done & ~has_open
@@ -271,9 +266,9 @@ def search(space: Space, pool: Pool, *, gap: float, deadline: float | None = Non
         rest = np.ones(len(pool.ub), bool)
         rest[sel] = False
         levels = max(1, int(np.log2(max(1, space.batch // len(sel)))))
-        cl, cu = bab._split(pool.zl[sel], pool.zu[sel], pool.au[sel], space.width0, "longest", levels)
+        cl, cu = bab._split(pool.zl[sel], pool.zu[sel], None, space.width0, "longest", levels)
         ccid = np.tile(pool.cid[sel], 2 ** levels)
-        cub, cau, cr = space.bound(cl, cu)
+        cub, cr = space.bound(cl, cu)
         cub = np.minimum(cub, np.tile(pool.ub[sel], 2 ** levels))   # a child is inside its parent
         pool.boxes += len(cl)
         pool.rounds += 1
@@ -281,9 +276,8 @@ def search(space: Space, pool: Pool, *, gap: float, deadline: float | None = Non
         if pool.rounds % polish_every == 0:   # ascend from the best centres of this round
             top = np.argsort(-cr)[:16]
             space.polish(pool, (cl[top] + cu[top]) / 2)
-        pool.zl, pool.zu = np.concatenate([pool.zl[rest], cl]), np.concatenate([pool.zu[rest], cu])
-        pool.ub, pool.au = np.concatenate([pool.ub[rest], cub]), np.concatenate([pool.au[rest], cau])
-        pool.cid = np.concatenate([pool.cid[rest], ccid])
+        pool.keep(rest)
+        pool.add(cl, cu, cub, ccid)
     leaves = None
     if kept is not None:
         kept.append((pool.zl, pool.zu, pool.ub))

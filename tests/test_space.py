@@ -127,7 +127,7 @@ def test_joint_bound_sound_by_sampling(kind, n):
         c = rng.random((64, d))
         zl, zu = np.clip(c - width / 2, 0, 1), np.clip(c + width / 2, 0, 1)
         with jax.enable_x64(True):
-            ub, _, mid = (np.asarray(a) for a in joint.bound_boxes(jn, p64, jnp.asarray(zl), jnp.asarray(zu),
+            ub, mid = (np.asarray(a) for a in joint.bound_boxes(jn, p64, jnp.asarray(zl), jnp.asarray(zu),
                                                                     spec, agent, True))
         pts = zl[:, None] + rng.random((64, 24, d)) * (zu - zl)[:, None]
         pts[:, 0], pts[:, 1] = zl, zu                                    # corners too

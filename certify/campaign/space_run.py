@@ -45,6 +45,8 @@ def read_box(path, low, high):
         raise RunError(f"--box {path}: expected a JSON object with 'low' and 'high' (N x M lists): {e}") from None
     if lo.shape != low.shape or hi.shape != low.shape:
         raise RunError(f"--box {path}: low/high must have shape {low.shape}, got {lo.shape} and {hi.shape}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise RunError(f"--box {path}: low/high contain NaN or inf")
     if np.any(lo > hi) or np.any(lo < low) or np.any(hi > high):
         raise RunError(f"--box {path}: need low <= high inside the prior's support [{low.tolist()}, {high.tolist()}]")
     return lo, hi
@@ -61,80 +63,64 @@ def _read_cells(path: Path) -> list[dict]:
     return out
 
 
-def _save_pool(path: Path, pool: space.Pool, lower_seen: float, seconds: float) -> None:
+def _save_pool(path: Path, pool: space.Pool, seconds: float) -> None:
     checkpoints.atomic_savez(path, {"zl": pool.zl, "zu": pool.zu, "ub": pool.ub, "cid": pool.cid,
                                     "pruned": pool.pruned, "cell_lower": pool.cell_lower, "cell_z": pool.cell_z,
                                     "boxes": np.asarray(pool.boxes), "rounds": np.asarray(pool.rounds),
-                                    "seconds": np.asarray(seconds), "lower_seen": np.asarray(lower_seen)})
+                                    "seconds": np.asarray(seconds)})
 
 
-def _load_pool(path: Path, sp: space.Space, done: np.ndarray):
-    """The saved pool (its finished cells' boxes dropped), or None."""
+def _load_pool(path: Path, sp: space.Space, part: tuple[int, int]):
+    """``(pool, seconds)`` of the saved pool, or a fresh one with every cell of ``part`` open."""
     if not path.exists():
-        return None, 0.0
+        return space.new_pool(sp, np.flatnonzero(_mine(sp.n_cells, part))), 0.0
     with np.load(path) as f:
         d = {k: f[k] for k in f.files}
-    keep = ~done[d["cid"]]
-    pool = space.Pool(d["zl"][keep], d["zu"][keep], d["ub"][keep], np.zeros((int(keep.sum()), len(sp.zl0))),
-                      d["cid"][keep], d["pruned"], d["cell_lower"], d["cell_z"], done.copy(),
-                      int(d["boxes"]), int(d["rounds"]))
+    pool = space.Pool(d["zl"], d["zu"], d["ub"], d["cid"], d["pruned"], d["cell_lower"], d["cell_z"],
+                      ~_mine(sp.n_cells, part), int(d["boxes"]), int(d["rounds"]))
     return pool, float(d["seconds"])
+
+
+def _mine(n_cells: int, part: tuple[int, int]) -> np.ndarray:
+    """The cells of worker ``part = (w, W)``: ``c % W == w``."""
+    return np.arange(n_cells) % part[1] == part[0]
 
 
 def _restore(sp: space.Space, out: Path, agent: int, gap: float, part: tuple[int, int] = (0, 1),
              map_tol: float | None = None):
     """The agent's pool (of the cells ``c % W == w`` for ``part = (w, W)``): the finished cells of
     cells.jsonl, the saved open boxes, fresh roots for the cells in neither. The other workers'
-    cells count as done here (they are theirs to bound). A finished cell that this run's ``gap``
-    or ``map_tol`` would not have let finish (a rerun asking for more) is searched again."""
+    cells count as done here (they are theirs to bound). A cell whose boxes were pruned under a
+    looser rule than this run's ``gap`` or ``map_tol`` (a rerun asking for more) is searched again
+    from its root. Returns ``(pool, seconds of earlier runs)``."""
+    mine = _mine(sp.n_cells, part)
     recs = [r for r in _read_cells(out / CELLS) if r.get("agent") == agent]
-    done = np.arange(sp.n_cells) % part[1] != part[0]
-    fin = {int(r["cell"]): r for r in recs if int(r["cell"]) % part[1] == part[0]}   # the last record wins
-    best = max((float(r["lower"]) for r in recs if r.get("lower") is not None), default=-np.inf)
-    fin = {c: r for c, r in fin.items()
-           if float(r["upper_exact"]) <= best + gap / 2
-           and (map_tol is None or float(r["upper_exact"]) <= float(r["lower"]) + map_tol)}
-    pool, seconds = _load_pool(out / _pool_name(agent, part), sp, done | np.isin(np.arange(sp.n_cells), list(fin)))
-    for c, r in fin.items():
-        done[c] = True
-    if pool is None:
-        pool = space.new_pool(sp, np.flatnonzero(~done))
-    else:
-        keep = ~done[pool.cid]
-        for f in ("zl", "zu", "ub", "au", "cid"):
-            setattr(pool, f, getattr(pool, f)[keep])
-        covered = np.zeros(sp.n_cells, bool)
-        covered[pool.cid] = True
-        # not finished and without open boxes: new since the save, reopened, or a torn record: the
-        # whole cell again (its root box covers it; its old pruned bounds no longer count)
-        lost = ~done & ~covered
-        if np.any(lost):
-            pool.pruned[lost] = -np.inf
-            extra = space.new_pool(sp, np.flatnonzero(lost))
-            for f in ("zl", "zu", "ub", "au", "cid"):
-                setattr(pool, f, np.concatenate([getattr(pool, f), getattr(extra, f)]))
-    # boxes pruned under a looser rule than this run's (a larger gap, or no map) are gone: their
-    # cells start again from the root
-    thr = np.full(sp.n_cells, best + gap / 2)
-    if map_tol is not None:
-        thr = np.minimum(thr, pool.cell_lower + map_tol)
-    redo = ~done & np.isfinite(pool.pruned) & (pool.pruned > thr)
-    if np.any(redo):
-        keep = ~redo[pool.cid]
-        for f in ("zl", "zu", "ub", "au", "cid"):
-            setattr(pool, f, getattr(pool, f)[keep])
-        pool.pruned[redo] = -np.inf
-        extra = space.new_pool(sp, np.flatnonzero(redo))
-        for f in ("zl", "zu", "ub", "au", "cid"):
-            setattr(pool, f, np.concatenate([getattr(pool, f), getattr(extra, f)]))
-    pool.done = done
+    fin = {int(r["cell"]): r for r in recs if mine[int(r["cell"])]}   # the last record of a cell wins
+    pool, seconds = _load_pool(out / _pool_name(agent, part), sp, part)
     for c, r in fin.items():
         pool.pruned[c] = max(pool.pruned[c], float(r["upper_exact"]))
         if r.get("lower") is not None and float(r["lower"]) > pool.cell_lower[c]:
             pool.cell_lower[c] = float(r["lower"])
             pool.cell_z[c] = np.concatenate([np.asarray(r["worst_profile"], np.float64).reshape(-1),
                                              np.asarray(r["worst_misreport"], np.float64)])
-    return pool, seconds, len(fin)
+    # the best pair known when any of these boxes was pruned: at most the incumbent now (a cell
+    # record also keeps the incumbent it finished under)
+    best = max([float(pool.cell_lower.max())] + [float(r.get("incumbent", -np.inf)) for r in recs])
+    finished = np.zeros(sp.n_cells, bool)
+    finished[list(fin)] = True
+    pool.keep(~finished[pool.cid])
+    thr = np.full(sp.n_cells, best + gap / 2)
+    if map_tol is not None:
+        thr = np.minimum(thr, pool.cell_lower + map_tol)
+    covered = np.zeros(sp.n_cells, bool)
+    covered[pool.cid] = True
+    # not finished and without open boxes (new since the save, or a torn record), or pruned
+    # under a looser rule: the whole cell again (its root covers it)
+    redo = mine & (np.isfinite(pool.pruned) & (pool.pruned > thr) | ~finished & ~covered)
+    if np.any(redo):
+        pool.reopen(sp, np.flatnonzero(redo))
+    pool.done = ~mine | (finished & ~redo)
+    return pool, seconds
 
 
 def _pool_name(agent: int, part: tuple[int, int]) -> str:
@@ -154,7 +140,7 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
     """Search (or resume) one agent's whole space, or its part ``(w, W)`` of the cells; returns
     ``(space.json record, per-cell arrays for the heatmap)``."""
     agent, spec = sp.agent, sp.spec
-    pool, seconds0, n_prev = _restore(sp, out, agent, gap, part, map_tol)
+    pool, seconds0 = _restore(sp, out, agent, gap, part, map_tol)
     pool_file = out / _pool_name(agent, part)
     earlier = pool.pruned.copy()   # bounds of boxes pruned by earlier runs (their leaves are gone)
     t0 = time.perf_counter()
@@ -164,22 +150,19 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
     bar = _bar(agent, progress)
     last = [t0]
 
-    def lower_now():
-        return space.incumbent(pool)[0]
-
     def on_finish(cells):
-        up = space.cell_upper(pool)
+        up, best = space.cell_upper(pool), space.incumbent(pool)[0]
         for c in cells:
             v, b = space.joint.split_point(pool.cell_z[c], spec)
             cells_out.write({"agent": agent, "cell": int(c), "index": sp.cell_index[c], "v_lo": sp.cell_lo[c],
                              "v_hi": sp.cell_hi[c], "upper_exact": float(up[c]), "lower": float(pool.cell_lower[c]),
-                             "worst_profile": v, "worst_misreport": b})
+                             "worst_profile": v, "worst_misreport": b, "incumbent": best})
 
     def on_round(p):
         now = time.perf_counter()
         if now - last[0] >= save_every:
             last[0] = now
-            _save_pool(pool_file, p, lower_now(), seconds0 + now - t0)
+            _save_pool(pool_file, p, seconds0 + now - t0)
 
     def show(lower, upper, n_open, finished):
         bar.n = pool.boxes
@@ -195,11 +178,12 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
         bar.close()
         cells_out.close()
     seconds = seconds0 + time.perf_counter() - t0
-    _save_pool(pool_file, pool, lower_now(), seconds)
+    _save_pool(pool_file, pool, seconds)
     lower, z = space.incumbent(pool)
     upper_exact = float(space.cell_upper(pool).max())
     upper = upper_exact + space.float32_margin(sp, leaves, upper_exact, margin_root)
-    for c in np.flatnonzero(np.isfinite(earlier) & (np.arange(sp.n_cells) % part[1] == part[0])):
+    mine = _mine(sp.n_cells, part)
+    for c in np.flatnonzero(np.isfinite(earlier) & mine):
         # boxes pruned by earlier runs: their cell's margin
         upper = max(upper, earlier[c] + sp.margin_of(*(a[0] for a in sp.cell_box([c]))))
     margin = upper - upper_exact
@@ -208,7 +192,6 @@ def certify_agent(sp: space.Space, params, out: Path, *, gap: float, time_limit:
            "worst_profile": v, "worst_misreport": b, "cells": sp.n_cells, "seconds": seconds,
            "upper_exact": upper_exact, "gap_exact": upper_exact - lower, "margin32": margin,
            "boxes": pool.boxes, "message": message, "map_tol": map_tol}
-    mine = np.arange(sp.n_cells) % part[1] == part[0]
     cells = {"upper": np.where(mine, space.cell_upper(pool), np.nan), "lower": np.where(mine, pool.cell_lower, np.nan),
              "index": sp.cell_index, "v_lo": sp.low[agent], "v_hi": sp.high[agent]}
     return rec, cells
@@ -256,6 +239,8 @@ def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_
         raise RunError(f"--workers must be a positive integer, got {workers!r}")
     if not gap > 0:
         raise RunError(f"--gap must be positive, got {gap}")
+    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
+        raise RunError(f"--grid must be a positive integer, got {grid!r}")
     if time_limit is not None and not time_limit > 0:
         raise RunError(f"--time-limit must be positive, got {time_limit}")
     params, spec, info, prior = checkpoints.load_with_prior(ckpt)
