@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     print("| setting | baseline | revenue (MC) | closed form | reserve |")
     print("|---|---|---:|---:|---|")
     for setting in args.settings.split(","):
-        for name in baselines.BASELINES:
+        for name in baselines.COMPARED:
             try:
                 b = baselines.load(f"{name}:{setting}")
             except baselines.BaselineError as e:

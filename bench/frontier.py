@@ -382,7 +382,7 @@ def optimaler_rows(vals_by_setting, runs, checks, revs):
 def baseline_rows(vals_by_setting, priors_by_setting, points, seed, checks, revs):
     rows = []
     for setting, vals in vals_by_setting.items():
-        for name in baselines.BASELINES:
+        for name in baselines.COMPARED:
             b = baselines.make(name, priors_by_setting[setting])
             rev, viol, rate = per_profile_revenue(b.params, b.spec, vals)
             revs[(setting, name)] = rev

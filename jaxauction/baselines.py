@@ -35,6 +35,21 @@ outcome depends on its bids only through ``s_i``, so this is strategyproof too. 
 prior (:func:`fit_bundle_reserve`, exact over those samples), not a closed form; evaluate it on
 other profiles (its in-sample revenue is biased upward).
 
+**Soft item-wise Myerson** (``"softmyerson"``, temperature ``tau``, default :data:`SOFT_TAU`):
+a smooth, exactly strategyproof relative of item-wise Myerson, made to be a distillation teacher
+(a net fits a smooth function far better than Myerson's steps; ``jaxauction.pretrain``). Per
+item j, with ``z_kj = phi_kj(b_kj) / tau`` and a dummy logit 0 for "unsold",
+``a_ij = exp(z_ij) / (1 + sum_k exp(z_kj))``: a softmax over the virtual values, increasing in
+``b_ij``. The payment is Myerson's payment identity for that allocation rule, in closed form::
+
+    p_ij = b_ij a_ij(b_ij) - int_{lo_ij}^{b_ij} a_ij(s) ds,
+    int a_ij(s) ds = (tau / 2) [log(C + exp(z_ij(b_ij))) - log(C + exp(z_ij(lo_ij)))],
+
+with ``C = 1 + sum_{k != i} exp(z_kj)`` (``d/ds log(C + exp((2 s - hi)/tau)) = (2/tau) a(s)``).
+A monotone allocation with this payment makes truthful bidding optimal item by item, hence for
+additive bidders (Myerson's lemma); the utility at the lowest bid is 0, so it is IR. As
+``tau -> 0`` it becomes item-wise Myerson (ties aside); its revenue is a little below it.
+
 Closed-form expected revenues: :func:`expected_revenue` (item-wise Myerson with the agents sharing
 each item's uniform marginal); :func:`revenue_estimate` is the Monte Carlo one with its standard error.
 """
@@ -52,7 +67,9 @@ import numpy as np
 
 from jaxauction.priors import UniformPrior
 
-BASELINES = ("myerson", "bundle")
+BASELINES = ("myerson", "bundle", "softmyerson")
+COMPARED = ("myerson", "bundle")  # the baselines tables and frontier plots set beside the nets (softmyerson is a teacher)
+SOFT_TAU = 0.02  # the soft Myerson's default temperature, in virtual-value units
 FIT_POINTS = 100_000  # profiles the bundle reserve is fitted on
 _FIT_SALT = 0x62756E64  # folded into the fit seed: the fit profiles are never an evaluation's
 
@@ -83,7 +100,7 @@ class BaselineSpec:
         bids = jnp.asarray(bids)
         chex.assert_axis_dimension(bids, -2, self.n_agents)
         chex.assert_axis_dimension(bids, -1, self.n_items)
-        return (_myerson if self.kind == "myerson" else _bundle)(params, bids)
+        return {"myerson": _myerson, "bundle": _bundle, "softmyerson": _soft_myerson}[self.kind](params, bids)
 
 
 class Baseline(NamedTuple):
@@ -123,6 +140,20 @@ def _myerson(params: dict, bids: jax.Array):
     others = jnp.where(winner, second[..., None, :], top[..., None, :])   # max_{k != i} phi_kj
     price = jnp.maximum(lo, (jnp.maximum(others, 0.0) + hi) / 2.0)        # threshold bid
     return alloc, jnp.sum(alloc * price, axis=-1)
+
+
+def _soft_myerson(params: dict, bids: jax.Array):
+    lo, hi, tau = params["low"], params["high"], params["tau"]
+    z = (2.0 * bids - hi) / tau                                            # (..., N, M)
+    zero = jnp.zeros_like(z[..., :1, :])
+    alloc = jax.nn.softmax(jnp.concatenate([z, zero], axis=-2), axis=-2)[..., :-1, :]
+    # log C_i = log(1 + sum_{k != i} exp z_k), as a logsumexp with agent i masked out (no cancellation)
+    n = z.shape[-2]
+    others = jnp.where(jnp.eye(n, dtype=bool)[:, :, None], -jnp.inf, z[..., None, :, :])    # (..., i, k, M)
+    log_c = jnp.logaddexp(0.0, jax.nn.logsumexp(others, axis=-2))                           # (..., N, M)
+    z_lo = (2.0 * lo - hi) / tau
+    integral = tau / 2.0 * (jnp.logaddexp(log_c, z) - jnp.logaddexp(log_c, z_lo))
+    return alloc, jnp.sum(bids * alloc - integral, axis=-1)
 
 
 def _bundle(params: dict, bids: jax.Array):
@@ -175,14 +206,21 @@ def fit_bundle_reserve(prior: UniformPrior, points: int = FIT_POINTS, seed: int 
     return float(cand[best]), float(rev[best])
 
 
-def make(name: str, prior: UniformPrior, *, fit_points: int = FIT_POINTS, fit_seed: int = 0) -> Baseline:
+def make(name: str, prior: UniformPrior, *, fit_points: int = FIT_POINTS, fit_seed: int = 0,
+         tau: float = SOFT_TAU) -> Baseline:
     """Baseline ``name`` (one of :data:`BASELINES`) for ``prior``; ``fit_points``/``fit_seed``: the
-    bundle reserve's fit (:func:`fit_bundle_reserve`)."""
+    bundle reserve's fit (:func:`fit_bundle_reserve`); ``tau``: the soft Myerson's temperature."""
     spec = BaselineSpec(name, prior.n_agents, prior.n_items)  # checks the name
     if name == "myerson":
         lo, hi = _uniform(prior, "item-wise Myerson")
         params = {"low": jnp.asarray(lo), "high": jnp.asarray(hi)}
         info = {"reserves": myerson_reserves(prior).tolist(), "reserve_rule": "max(lo, hi/2): Myerson, closed form"}
+    elif name == "softmyerson":
+        if not float(tau) > 0.0:
+            raise BaselineError(f"softmyerson: tau must be > 0, got {tau}")
+        lo, hi = _uniform(prior, "soft item-wise Myerson")
+        params = {"low": jnp.asarray(lo), "high": jnp.asarray(hi), "tau": jnp.asarray(tau, jnp.float32)}
+        info = {"tau": float(tau), "rule": "softmax over uniform virtual values / tau, Myerson payment identity"}
     else:
         r, rev = fit_bundle_reserve(prior, fit_points, fit_seed)
         params = {"reserve": jnp.asarray(r, jnp.float32)}

@@ -83,6 +83,9 @@ class Config:
       lr: Adam learning rate of the mechanism parameters (paper: 0.01 at batch 20000).
       lr_decay_to: multiply lr by a cosine schedule from 1 down to this factor over ``steps``
         (1.0 = constant lr, as in the paper).
+      init_from: start the parameters from this mechanism (a run or checkpoint directory of the
+        same architecture) instead of a fresh initialization: fine-tuning, e.g. a net distilled
+        from item-wise Myerson then trained on a regret budget. "" = fresh.
 
     Misreports (inner maximization, ``misreport.pgd``):
       misreport_steps: projected gradient-ascent steps per training step (paper: 25).
@@ -101,6 +104,9 @@ class Config:
       rho_increment: added to rho every ``rho_every`` steps (paper: 0.0 for regret).
       rho_every: steps between rho increments.
       lagrange_every: steps between multiplier updates ``lam_i += rho * rgt_i`` (paper: 6).
+      regret_budget: R >= 0, the mean regret per agent the run may spend: the constraint becomes
+        ``rgt_i <= R`` (``lam_i <- max(0, lam_i + rho (rgt_i - R))``, penalty on the excess only;
+        ``lagrangian.py``). 0 = RegretNet's ``rgt_i = 0``.
 
     IR penalty (only meaningful for free payments; fractional payments are IR by construction):
       ir_penalty: include the IR term in the loss (required when payment == "free").
@@ -120,8 +126,14 @@ class Config:
         soft count of unstable neurons, ``max(0, 1 - |c| / r)`` with centre c and radius r of the
         IBP bounds; see ``bounds.relu_margin_loss``).
       teacher: mechanism to distill from (run dir, checkpoint dir or reference NAME.npz; relative
-        paths resolve against the working directory, then the repository); "" = no distillation.
-      distill_weight: weight of ``MSE(alloc, teacher alloc) + MSE(pay, teacher pay)`` (paper: 1).
+        paths resolve against the working directory, then the repository), or the name of a
+        strategyproof baseline of ``jaxauction.baselines`` ("myerson", "bundle") built for this
+        config's prior; "" = no distillation.
+      distill_weight: weight of ``MSE(alloc, teacher alloc) + MSE(pay, teacher pay)`` (paper: 1);
+        0 with a teacher: the teacher is used only for ``distill_pretrain_steps``.
+      distill_pretrain_steps: steps of pure distillation towards the teacher (no misreports, no
+        revenue, no regularizer; ``jaxauction.pretrain``) from the fresh initialization, before
+        training starts. 0 = none.
 
     Logging, evaluation, checkpoints:
       log_every: steps between metrics.jsonl lines (and progress-bar refreshes).
@@ -157,6 +169,7 @@ class Config:
     steps: int = 1000
     lr: float = 0.001
     lr_decay_to: float = 0.1
+    init_from: str = ""
     # misreports
     misreport_steps: int = 25
     misreport_lr: float = 0.02
@@ -168,6 +181,7 @@ class Config:
     rho_increment: float = 0.0
     rho_every: int = 5
     lagrange_every: int = 6
+    regret_budget: float = 0.0
     # IR penalty
     ir_penalty: bool = False
     ir_power: float = 2.0
@@ -182,6 +196,7 @@ class Config:
     stability_loss: str = "xiao"
     teacher: str = ""
     distill_weight: float = 1.0
+    distill_pretrain_steps: int = 0
     # logging, evaluation, checkpoints
     log_every: int = 50
     eval_every: int = 250
@@ -262,8 +277,14 @@ def optional_inner(tp):
 
 # ---- validation ----------------------------------------------------------------------------
 
+def is_baseline_teacher(teacher: str) -> bool:
+    """Does ``teacher`` name a strategyproof baseline (``jaxauction.baselines.BASELINES``) rather than a path?"""
+    from jaxauction.baselines import BASELINES
+    return teacher in BASELINES and not Path(teacher).exists()
+
+
 def resolve_teacher(teacher: str) -> Path:
-    """A teacher path: as given if it exists (relative to the cwd), else relative to the repo."""
+    """A teacher (or ``init_from``) path: as given if it exists (relative to the cwd), else relative to the repo."""
     p = Path(teacher)
     if p.exists() or p.is_absolute():
         return p
@@ -311,7 +332,7 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
              "rho_every", "lagrange_every", "rho_ir_every", "ir_every", "log_every", "eval_points",
              "checkpoint_every", "final_eval_points", "ir_power")
     nonneg("misreport_steps", "misreport_restarts", "lambda_init", "rho", "rho_increment", "mu_init", "rho_ir", "rho_ir_increment",
-           "stability_weight", "stability_points", "distill_weight", "eval_every", "eval_misreport_steps",
+           "stability_weight", "stability_points", "distill_weight", "regret_budget", "distill_pretrain_steps", "eval_every", "eval_misreport_steps",
            "final_eval_steps", "max_seconds")
     if any(h <= 0 for h in cfg.hidden):
         raise ConfigError(f"hidden: widths must be positive, got {cfg.hidden}")
@@ -346,11 +367,19 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
         raise ConfigError(f"stability_points: {cfg.stability_points} exceeds batch_size={cfg.batch_size}")
     if cfg.payment == "free" and not cfg.ir_penalty:
         raise ConfigError("ir_penalty: free payments are not IR by construction; set ir_penalty=true")
-    if cfg.teacher and cfg.distill_weight == 0:
-        raise ConfigError(f"distill_weight: is 0 but teacher={cfg.teacher!r} is set; set distill_weight > 0 "
-                          f"or teacher=''")
-    if cfg.teacher and check_files and not resolve_teacher(cfg.teacher).exists():
+    if cfg.teacher and cfg.distill_weight == 0 and not cfg.distill_pretrain_steps:
+        raise ConfigError(f"distill_weight: is 0 but teacher={cfg.teacher!r} is set; set distill_weight > 0, "
+                          f"distill_pretrain_steps > 0 or teacher=''")
+    if cfg.distill_pretrain_steps and not cfg.teacher:
+        raise ConfigError("distill_pretrain_steps: needs a teacher (teacher='myerson', or a run directory)")
+    if cfg.distill_pretrain_steps and cfg.init_from:
+        raise ConfigError("distill_pretrain_steps: starts from a fresh initialization, but init_from is set; "
+                          "use one of them")
+    if cfg.teacher and check_files and not is_baseline_teacher(cfg.teacher) and not resolve_teacher(cfg.teacher).exists():
         raise ConfigError(f"teacher: {cfg.teacher} does not exist (train the teacher run first; "
-                          f"the shipped *_distill/NxM configs name their *_teacher run in runs/)")
+                          f"the shipped *_distill/NxM configs name their *_teacher run in runs/; a "
+                          f"baseline teacher is one of 'myerson', 'bundle')")
+    if cfg.init_from and check_files and not resolve_teacher(cfg.init_from).exists():
+        raise ConfigError(f"init_from: {cfg.init_from} does not exist (a run or checkpoint directory)")
     return cfg
 

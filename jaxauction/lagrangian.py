@@ -13,7 +13,17 @@ multipliers take a dual ascent step with the current batch's constraint values::
     lam_i <- lam_i + rho * rgt_i            mu_i <- mu_i + rho_ir * ir_i
 
 and every ``rho_every`` steps the penalty grows, ``rho <- rho + rho_increment`` (likewise
-``rho_ir``). The step counter counts calls to ``update``; the multiplier step uses rho *before*
+``rho_ir``).
+
+**A regret budget** ``R >= 0`` turns the constraint ``rgt_i = 0`` into ``rgt_i <= R`` (maximize
+revenue subject to a mean regret of at most R per agent, the budgeted formulation of
+RegretFormer). The multiplier step becomes projected dual ascent for an inequality, and the
+quadratic term penalizes only the excess::
+
+    lam_i <- max(0, lam_i + rho * (rgt_i - R))        rho/2 sum_i max(0, rgt_i - R)^2
+
+so a net below its budget sees its multiplier shrink, down to 0, where it spends regret on
+revenue. With ``R = 0`` both are RegretNet's exactly (``rgt_i >= 0`` and ``lam_i >= 0``). The step counter counts calls to ``update``; the multiplier step uses rho *before*
 that call's increment (the order of the paper's code). All of this is a pure function of a
 :class:`LagrangianState`, so it can live inside a jitted train step and be checkpointed.
 """
@@ -53,7 +63,7 @@ class Lagrangian(NamedTuple):
 
 def lagrangian(rho0: float, rho_increment: float = 0.0, rho_every: int = 5, update_every: int = 6, *,
                lambda0: float = 5.0, mu0: float = 20.0, rho_ir0: float = 1.0, rho_ir_increment: float = 5.0,
-               rho_ir_every: int = 5, ir_update_every: int = 6) -> Lagrangian:
+               rho_ir_every: int = 5, ir_update_every: int = 6, budget: float = 0.0) -> Lagrangian:
     """Build the multiplier schedule.
 
     Args:
@@ -64,6 +74,8 @@ def lagrangian(rho0: float, rho_increment: float = 0.0, rho_every: int = 5, upda
       lambda0: initial value of every ``lam_i``.
       mu0: initial value of every IR multiplier ``mu_i``.
       rho_ir0, rho_ir_increment, rho_ir_every, ir_update_every: the same for IR.
+      budget: the regret budget R >= 0 per agent (0: regret driven to zero, as RegretNet); pass
+        the same value to :func:`loss`.
 
     Returns:
       ``Lagrangian(init, update)``: ``init(n_agents) -> state`` and
@@ -86,7 +98,8 @@ def lagrangian(rho0: float, rho_increment: float = 0.0, rho_every: int = 5, upda
         ir = jnp.zeros_like(rgt) if ir_per_agent is None else jax.lax.stop_gradient(ir_per_agent).astype(jnp.float32)
         chex.assert_equal_shape([rgt, ir])
         count = state.count + 1
-        lam = jnp.where(count % update_every == 0, state.lam + state.rho * rgt, state.lam)
+        lam = jnp.where(count % update_every == 0, jnp.maximum(0.0, state.lam + state.rho * (rgt - budget)),
+                        state.lam)
         mu = jnp.where(count % ir_update_every == 0, state.mu + state.rho_ir * ir, state.mu)
         rho = jnp.where(count % rho_every == 0, state.rho + rho_increment, state.rho)
         rho_ir = jnp.where(count % rho_ir_every == 0, state.rho_ir + rho_ir_increment, state.rho_ir)
@@ -96,15 +109,17 @@ def lagrangian(rho0: float, rho_increment: float = 0.0, rho_every: int = 5, upda
 
 
 def loss(state: LagrangianState, revenue: jax.Array, regret_per_agent: jax.Array,
-         ir_per_agent: Optional[jax.Array] = None) -> jax.Array:
+         ir_per_agent: Optional[jax.Array] = None, budget: float = 0.0) -> jax.Array:
     """The augmented Lagrangian (a scalar to minimize); multipliers are constants (no gradient).
 
-    ``-revenue + sum_i lam_i rgt_i + rho/2 sum_i rgt_i^2 + sum_i mu_i ir_i + rho_ir/2 sum_i ir_i^2``
-    (the IR terms are dropped when ``ir_per_agent`` is None).
+    ``-revenue + sum_i lam_i rgt_i + rho/2 sum_i max(0, rgt_i - R)^2 + sum_i mu_i ir_i
+    + rho_ir/2 sum_i ir_i^2`` with R = ``budget`` (the IR terms are dropped when ``ir_per_agent``
+    is None). With R = 0 the regret term is ``rho/2 sum_i rgt_i^2``.
     """
     chex.assert_equal_shape([state.lam, regret_per_agent])
     st = jax.lax.stop_gradient(state)
-    out = -revenue + jnp.sum(st.lam * regret_per_agent) + st.rho / 2 * jnp.sum(regret_per_agent ** 2)
+    excess = jnp.maximum(regret_per_agent - budget, 0.0)
+    out = -revenue + jnp.sum(st.lam * regret_per_agent) + st.rho / 2 * jnp.sum(excess ** 2)
     if ir_per_agent is not None:
         chex.assert_equal_shape([st.mu, ir_per_agent])
         out = out + jnp.sum(st.mu * ir_per_agent) + st.rho_ir / 2 * jnp.sum(ir_per_agent ** 2)

@@ -52,7 +52,7 @@ from jaxauction.mechanism import MechanismSpec
 # Config fields that may differ between the runs of one program (traced (R,) float32 arrays in the
 # step: each is used only in arithmetic there, or only in the initial state).
 VMAP_FIELDS = ("lr", "lr_decay_to", "lambda_init", "rho", "rho_increment", "mu_init", "rho_ir",
-               "rho_ir_increment", "misreport_lr")
+               "rho_ir_increment", "misreport_lr", "regret_budget")
 _DEFAULT = Config()
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxauction import checkpoints, lagrangian
-from jaxauction.config import Config, ConfigError
+from jaxauction.config import Config, ConfigError, is_baseline_teacher
 from jaxauction.config_io import load_config
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def _fmt_value(v) -> str:
 def reproduce_command(cfg: dict, steps_done: Optional[int] = None) -> str:
     """``python train.py --config NAME [--set field=value ...]`` giving the resolved ``cfg`` (a
     run's config.json): one ``--set`` per field where the run differs from today's
-    ``configs/NAME.py`` (the teacher path becomes a placeholder: it names the run directory the
+    ``configs/NAME.py`` (a teacher path becomes a placeholder, a baseline teacher's name stays: a path names the run directory the
     teacher was trained in). A wall-clock budget (``max_seconds``) that did not stop the run
     (``steps_done == steps``) is left out: on a slower machine it would stop the rerun early."""
     ref = load_config(cfg["name"]).to_dict()
@@ -165,7 +165,7 @@ def reproduce_command(cfg: dict, steps_done: Optional[int] = None) -> str:
     for k, v in cfg.items():
         if k == "name" or (k == "max_seconds" and steps_done is not None and steps_done >= cfg["steps"]):
             continue
-        if k == "teacher":
+        if k == "teacher" and not is_baseline_teacher(v):  # a baseline's name is not a path: keep it
             if v:
                 sets.append("--set teacher=<teacher run>")
             continue

@@ -45,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxauction import auction, bounds, checkpoints, evaluate, lagrangian, mechanism, misreport, rundir
-from jaxauction.config import Config, resolve_teacher, validate
+from jaxauction import auction, bounds, checkpoints, evaluate, lagrangian, mechanism, misreport, pretrain, rundir
+from jaxauction.config import Config, is_baseline_teacher, resolve_teacher, validate
 from jaxauction.mechanism import MechanismSpec, Params
 from jaxauction.priors import UniformPrior
 
@@ -94,7 +94,7 @@ def make_setup(cfg: Config) -> Setup:
     lag = lagrangian.lagrangian(cfg.rho, cfg.rho_increment, cfg.rho_every, cfg.lagrange_every,
                                 lambda0=cfg.lambda_init, mu0=cfg.mu_init, rho_ir0=cfg.rho_ir,
                                 rho_ir_increment=cfg.rho_ir_increment, rho_ir_every=cfg.rho_ir_every,
-                                ir_update_every=cfg.ir_every)
+                                ir_update_every=cfg.ir_every, budget=cfg.regret_budget)
     return Setup(spec, prior, lo, hi, optax.adam(sched), lag)
 
 
@@ -104,17 +104,41 @@ def _keys(seed: int) -> dict[str, jax.Array]:
 
 
 def init_state(cfg: Config, setup: Setup, data: jax.Array) -> TrainState:
-    """Fresh parameters (Glorot; see ``Config.payment_init`` and ``Config.bias_init``), Adam state,
-    multipliers and truthful stored misreports."""
+    """Fresh parameters (Glorot; see ``Config.payment_init`` and ``Config.bias_init``; then
+    ``distill_pretrain_steps`` of pure distillation, :mod:`jaxauction.pretrain`) or those of
+    ``init_from``, Adam state, multipliers and truthful stored misreports."""
     keys = _keys(cfg.seed)
-    params = mechanism.init(keys["init"], setup.spec)
-    if cfg.bias_init == "uniform":  # PyTorch nn.Linear: b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        params = uniform_biases(jax.random.fold_in(keys["init"], 1), params)
-    if cfg.payment_init == "nonneg":  # every payment logit starts >= 0: no agent starts dead at the clip
-        params["pay"]["w"] = jnp.abs(params["pay"]["w"])
+    if cfg.init_from:
+        params = initial_params(cfg, setup)
+    else:
+        params = mechanism.init(keys["init"], setup.spec)
+        if cfg.bias_init == "uniform":  # PyTorch nn.Linear: b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            params = uniform_biases(jax.random.fold_in(keys["init"], 1), params)
+        if cfg.payment_init == "nonneg":  # every payment logit starts >= 0: no agent starts dead at the clip
+            params["pay"]["w"] = jnp.abs(params["pay"]["w"])
+        if cfg.distill_pretrain_steps:
+            params, _ = pretrain.pretrain(cfg, setup.spec, params, data, load_teacher(cfg, setup))
     mis = jnp.array(data) if cfg.warm_start else jnp.zeros((0, cfg.n_agents, cfg.n_items), jnp.float32)
     return TrainState(jnp.zeros((), jnp.int32), params, setup.optimizer.init(params),
                       setup.lagr.init(cfg.n_agents), mis, keys["rng"])
+
+
+def initial_params(cfg: Config, setup: Setup) -> Params:
+    """The parameters of ``cfg.init_from``, checked to be this config's architecture and prior."""
+    path = resolve_teacher(cfg.init_from)
+    params, spec, info = checkpoints.load_mechanism(path)
+    if spec != setup.spec:
+        raise checkpoints.CheckpointError(f"init_from {path}: its architecture {spec} is not the config's {setup.spec}")
+    _check_prior(f"init_from {path}", info, setup)
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
+
+
+def _check_prior(what: str, info: dict, setup: Setup) -> None:
+    from jaxauction.priors import from_dict
+    lo, hi = from_dict(info.get("prior"), setup.spec.n_agents, setup.spec.n_items).bounds()
+    if not (np.allclose(lo, setup.low) and np.allclose(hi, setup.high)):
+        raise checkpoints.CheckpointError(f"{what} was trained on a different prior "
+                                          f"(low {lo.tolist()}, high {hi.tolist()})")
 
 
 def uniform_biases(key: jax.Array, params: Params) -> Params:
@@ -194,7 +218,7 @@ def make_loss_fn(cfg: Config, setup: Setup) -> Callable:
         rev = auction.revenue(p)
         irv = jax.nn.relu(-u_true)
         ir_term = jnp.mean(irv ** cfg.ir_power, axis=0) if cfg.ir_penalty else None
-        total = lagrangian.loss(lagr, rev, jnp.mean(rgt, axis=0), ir_term)
+        total = lagrangian.loss(lagr, rev, jnp.mean(rgt, axis=0), ir_term, budget=cfg.regret_budget)
         ir_term = jnp.zeros_like(rev, shape=rgt.shape[1:]) if ir_term is None else ir_term
         stab = jnp.zeros(())
         if cfg.stability_weight > 0:
@@ -213,7 +237,7 @@ def make_loss_fn(cfg: Config, setup: Setup) -> Callable:
 
 
 # Fields that do not change the compiled train step (normalized away so runs share compilations).
-_STEP_NEUTRAL = dict(name="", teacher="", log_every=1, eval_every=0, eval_points=1, eval_misreport_steps=0,
+_STEP_NEUTRAL = dict(name="", teacher="", init_from="", distill_pretrain_steps=0, log_every=1, eval_every=0, eval_points=1, eval_misreport_steps=0,
                      checkpoint_every=1, final_eval_points=1, final_eval_steps=0)
 
 
@@ -269,7 +293,7 @@ def train_step_function(cfg: Config, teacher_spec: Optional[MechanismSpec] = Non
         else:
             stab_vals = vals
         teacher_out = None
-        if teacher_params is not None:
+        if teacher_params is not None and cfg.distill_weight > 0:
             teacher_out = jax.lax.stop_gradient(mechanism.apply(teacher_params, vals, teacher_spec))
         grads, aux = grad_fn(state.params, state.lagr, vals, mis, stab_vals, teacher_out)
         updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
@@ -304,20 +328,21 @@ def run_evaluation(cfg: Config, setup: Setup, params: Params, *, points: int, st
 # ---- teacher ------------------------------------------------------------------------------------
 
 def load_teacher(cfg: Config, setup: Setup) -> tuple[Optional[Params], Optional[MechanismSpec]]:
-    """Load the distillation teacher and check it is for the same setting and prior."""
+    """Load the distillation teacher and check it is for the same setting and prior. A baseline
+    name (``"myerson"``, ``"bundle"``) is built for the config's prior (``baselines.make``)."""
     if not cfg.teacher:
         return None, None
+    if is_baseline_teacher(cfg.teacher):
+        from jaxauction import baselines
+        b = baselines.make(cfg.teacher, setup.prior)
+        return jax.tree_util.tree_map(jnp.asarray, b.params), b.spec
     path = resolve_teacher(cfg.teacher)
     params, spec, info = checkpoints.load_mechanism(path)
     if (spec.n_agents, spec.n_items) != (cfg.n_agents, cfg.n_items):
         raise checkpoints.CheckpointError(
             f"teacher {path} is a {spec.n_agents}x{spec.n_items} mechanism, but the config is "
             f"{cfg.n_agents}x{cfg.n_items}")
-    from jaxauction.priors import from_dict
-    t_lo, t_hi = from_dict(info.get("prior"), spec.n_agents, spec.n_items).bounds()
-    if not (np.allclose(t_lo, setup.low) and np.allclose(t_hi, setup.high)):
-        raise checkpoints.CheckpointError(f"teacher {path} was trained on a different prior "
-                                          f"(low {t_lo.tolist()}, high {t_hi.tolist()})")
+    _check_prior(f"teacher {path}", info, setup)
     return jax.tree_util.tree_map(jnp.asarray, params), spec
 
 

@@ -110,7 +110,9 @@ def _grid_gain(baseline, v, agent, per_item=33):
     ("myerson", priors.uniform(2, 2)), pytest.param("myerson", priors.uniform(3, 2), marks=pytest.mark.slow),
     pytest.param("myerson", priors.uniform(2, 3), marks=pytest.mark.slow),
     ("myerson", priors.UniformPrior(((0.0,), (2.0,), (0.5,)), ((1.0,), (3.0,), (4.0,)))),  # per-agent boxes
-    ("bundle", priors.uniform(2, 2)), ("bundle", priors.uniform(1, 2))])
+    ("bundle", priors.uniform(2, 2)), ("bundle", priors.uniform(1, 2)),
+    ("softmyerson", priors.uniform(2, 2)),
+    ("softmyerson", priors.UniformPrior(((0.0,), (2.0,), (0.5,)), ((1.0,), (3.0,), (4.0,))))])
 def test_no_misreport_on_a_dense_grid_gains(name, prior):
     b = baselines.make(name, prior, fit_points=5000)
     vals = np.asarray(prior.sample(jax.random.PRNGKey(7), 4), np.float64)
@@ -178,3 +180,51 @@ def test_evaluate_cli_takes_a_baseline(capsys):
     assert res["regret_max"] == 0.0 and abs(res["revenue"] - 1.25) < 0.1
     assert evaluate.main(["--ckpt", "vcg:2x3"]) == 2
     assert "unknown baseline" in capsys.readouterr().err
+
+
+# ---- soft item-wise Myerson ------------------------------------------------------------------
+
+def test_soft_myerson_payment_is_the_payment_identity_by_quadrature():
+    """p = b a(b) - int_lo^b a(s) ds for one agent's bid on one item, the others fixed; numeric integral."""
+    prior = priors.UniformPrior(((0.0, 0.0), (0.2, 0.0), (0.0, 0.0)), ((1.0, 1.0), (1.5, 1.0), (1.0, 2.0)))
+    b = baselines.make("softmyerson", prior, tau=0.1)
+    v = np.array([[0.3, 0.6], [0.9, 0.2], [0.5, 1.4]])
+    with jax.enable_x64(True):
+        params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), b.params)
+        for agent, item in ((0, 1), (1, 0), (2, 1)):
+            lo = prior.bounds()[0][agent, item]
+            s = np.linspace(lo, v[agent, item], 20001)
+            prof = np.repeat(v[None], len(s), axis=0)
+            prof[:, agent, item] = s
+            a, p = b.spec.apply(params, jnp.asarray(prof))
+            a_own = np.asarray(a[:, agent, item])
+            integral = float(np.sum((a_own[1:] + a_own[:-1]) / 2 * np.diff(s)))
+            # the payment is additive over items: isolate this item's part by zeroing the other item's bid effect
+            a0, p0 = b.spec.apply(params, jnp.asarray(prof[:1]))
+            want = v[agent, item] * a_own[-1] - integral
+            item_part = float(p[-1, agent] - p0[0, agent]) + float(s[0] * a_own[0])  # p(b) - p(lo) + lo a(lo)
+            assert abs(item_part - want) < 1e-7, (agent, item, item_part, want)
+    # the lowest bid has utility 0 on every item (IR binds there)
+    with jax.enable_x64(True):
+        lo_prof = np.asarray(prior.bounds()[0], np.float64)
+        a, p = b.spec.apply(params, jnp.asarray(lo_prof))
+        np.testing.assert_allclose(np.sum(np.asarray(a) * lo_prof, axis=-1) - np.asarray(p), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,m", [(1, 2), (3, 2), (2, 3)])
+def test_soft_myerson_approaches_myerson_from_below_as_tau_falls(n, m):
+    prior = priors.uniform(n, m)
+    revs = [baselines.revenue_estimate(baselines.make("softmyerson", prior, tau=t), points=50_000)[0]
+            for t in (0.1, 0.02, 0.002)]
+    exact = HAND[(n, m)]
+    assert revs[0] < revs[1] < revs[2] + 1e-4 and revs[2] == pytest.approx(exact, abs=0.01)
+    assert revs[0] < exact
+
+
+def test_soft_myerson_pgd_finds_no_regret_and_tau_is_checked():
+    prior = priors.uniform(3, 2)
+    b = baselines.make("softmyerson", prior)
+    res = evaluate.evaluate(b.params, b.spec, prior, points=200, steps=100, lr=0.05, restarts=4)
+    assert res["regret_max"] <= 2e-6 and res["ir_violation_rate"] == 0.0
+    with pytest.raises(baselines.BaselineError, match="tau must be > 0"):
+        baselines.make("softmyerson", prior, tau=0.0)

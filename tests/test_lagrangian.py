@@ -74,3 +74,32 @@ def test_bad_periods_and_shapes_raise():
     lag = lagrangian.lagrangian(1.0)
     with pytest.raises(AssertionError):
         lag.update(lag.init(2), jnp.zeros(3))
+
+
+# ---- regret budget -------------------------------------------------------------------------------
+
+def test_budget_update_by_hand_projects_the_multiplier_at_zero():
+    lag = lagrangian.lagrangian(10.0, update_every=1, lambda0=0.05, budget=0.01)
+    st = lag.update(lag.init(3), jnp.array([0.0, 0.01, 0.03]), None)
+    # lam + rho (rgt - R): 0.05 + 10 * (-0.01) = -0.05 -> 0 ; 0.05 + 0 ; 0.05 + 10 * 0.02 = 0.25
+    np.testing.assert_allclose(st.lam, [0.0, 0.05, 0.25], atol=1e-7)
+    st = lag.update(st, jnp.array([0.0, 0.0, 0.0]), None)
+    np.testing.assert_allclose(st.lam, [0.0, 0.0, 0.15], atol=1e-7)
+
+
+def test_zero_budget_is_regretnets_update_and_loss():
+    old, new = lagrangian.lagrangian(3.0, update_every=1), lagrangian.lagrangian(3.0, update_every=1, budget=0.0)
+    rgt = jnp.array([0.2, 0.0, 0.05])
+    np.testing.assert_array_equal(old.update(old.init(3), rgt).lam, new.update(new.init(3), rgt).lam)
+    st = old.init(3)
+    assert float(lagrangian.loss(st, 0.3, rgt)) == float(lagrangian.loss(st, 0.3, rgt, budget=0.0))
+
+
+def test_budget_loss_penalizes_only_the_excess():
+    st = lagrangian.LagrangianState(lam=jnp.array([1.0, 2.0]), rho=jnp.array(4.0), mu=jnp.zeros(2),
+                                    rho_ir=jnp.array(1.0), count=jnp.array(0))
+    rgt = jnp.array([0.1, 0.3])
+    # R = 0.2: -0.5 + (0.1 + 0.6) + 4/2 * (0 + 0.1^2) = 0.22
+    assert float(lagrangian.loss(st, 0.5, rgt, budget=0.2)) == pytest.approx(0.22, abs=1e-6)
+    g = jax.grad(lambda r: lagrangian.loss(st, 0.5, r, budget=0.2))(rgt)
+    np.testing.assert_allclose(g, [1.0, 2.0 + 4 * 0.1], rtol=1e-6)  # below the budget: lam only

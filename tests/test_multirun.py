@@ -18,7 +18,8 @@ TINY = ["steps=4", "batch_size=64", "num_examples=256", "hidden=8,8", "misreport
 # Three runs of one vmapped program, from a sweep file: seed 0 with the config's hyperparameters; seed 1
 # differing in every kind of vmapped field (schedule, multipliers, penalty, misreport step); seed 2
 # with an absurd learning rate, which diverges
-SET1 = ["lr=0.003", "lr_decay_to=0.5", "rho=3", "rho_increment=1", "lambda_init=1", "misreport_lr=0.05"]
+SET1 = ["lr=0.003", "lr_decay_to=0.5", "rho=3", "rho_increment=1", "lambda_init=1", "misreport_lr=0.05",
+        "regret_budget=0.001"]
 SWEEP = {"config": "1x2", "set": TINY, "runs": [{"name": "a", "seeds": [0]}, {"name": "b", "seeds": [1], "set": SET1},
                                               {"name": "c", "seeds": [2], "set": ["lr=1e30"]}]}
 NAMES = ["a-seed=0", "b-seed=1", "c-seed=2"]
@@ -51,7 +52,8 @@ def group(tmp_path_factory):
 def test_each_vmapped_run_matches_its_plain_run(group):
     dirs, cfgs, res, _ = group
     assert res["trained"] == NAMES[:2] and multirun.group_runs(cfgs) == [[0, 1, 2]]
-    assert multirun.varying_fields(cfgs) == ("lr", "lr_decay_to", "lambda_init", "rho", "rho_increment", "misreport_lr")
+    assert multirun.varying_fields(cfgs) == ("lr", "lr_decay_to", "lambda_init", "rho", "rho_increment", "misreport_lr",
+                                              "regret_budget")
     assert (cfgs[1].lr, cfgs[1].rho, cfgs[2].lr) == (0.003, 3.0, 1e30)
     for cfg, d in zip(cfgs[:2], dirs):
         want = plain_run(cfg)

@@ -204,6 +204,76 @@ def test_distillation_with_free_payment_and_ir_penalty(straight_run, tmp_path):
     assert spec.payment == "free" and spec.payment_max == 2.0
 
 
+def test_myerson_teacher_is_built_from_the_prior_and_distilled(tmp_path):
+    from jaxauction import baselines
+    cfg = dataclasses.replace(TINY, name="student", payment="free", ir_penalty=True, teacher="myerson",
+                              steps=40, eval_every=0, stability_weight=0.0, distill_weight=10.0, final_eval_steps=10)
+    validate(cfg)  # a baseline name needs no file
+    setup = training.make_setup(cfg)
+    t_params, t_spec = training.load_teacher(cfg, setup)
+    assert isinstance(t_spec, baselines.BaselineSpec) and t_spec.kind == "myerson"
+    np.testing.assert_allclose(t_params["high"], 1.0)
+    training.train_and_evaluate(cfg, tmp_path, progress=False)
+    vals = training.training_data(cfg, setup)[:256]
+    a_t, p_t = mechanism.apply(t_params, vals, t_spec)
+    s0 = mechanism.init(training._keys(cfg.seed)["init"], setup.spec)
+    a_s, p_s = mechanism.apply(s0, vals, setup.spec)
+    initial = float(jnp.mean((a_s - a_t) ** 2) + jnp.mean((p_s - p_t) ** 2))
+    rows = _read_metrics(tmp_path)
+    assert rows[-1]["distill_loss"] < 0.5 * initial, (initial, [r["distill_loss"] for r in rows])
+    with pytest.raises(ConfigError, match="teacher: nosuch"):
+        validate(dataclasses.replace(cfg, teacher="nosuch"))
+
+
+def test_distill_pretraining_fits_myerson_deterministically():
+    from jaxauction import pretrain
+    cfg = dataclasses.replace(TINY, n_agents=2, payment="free", ir_penalty=True, teacher="myerson", distill_weight=0.0,
+                              distill_pretrain_steps=300)
+    validate(cfg)
+    setup = training.make_setup(cfg)
+    data = training.training_data(cfg, setup)
+    teacher = training.load_teacher(cfg, setup)
+    fresh = training.init_state(dataclasses.replace(cfg, teacher="", distill_pretrain_steps=0), setup, data).params
+    fitted = training.init_state(cfg, setup, data).params
+    again = training.init_state(cfg, setup, data).params
+    vals = data[:512]
+    out = mechanism.apply(teacher[0], vals, teacher[1])
+    before, after = (float(pretrain.distill_loss(p, setup.spec, vals, out)) for p in (fresh, fitted))
+    assert after < 0.5 * before, (before, after)
+    for a, b in zip(jax.tree_util.tree_leaves(fitted), jax.tree_util.tree_leaves(again)):
+        np.testing.assert_array_equal(a, b)
+    for bad, msg in ((dict(teacher=""), "distill_pretrain_steps: needs a teacher"),
+                     (dict(init_from="x"), "distill_pretrain_steps: starts from a fresh"),
+                     (dict(distill_pretrain_steps=0), "distill_weight: is 0")):
+        with pytest.raises(ConfigError, match=msg):
+            validate(dataclasses.replace(cfg, **bad), check_files=False)
+
+
+def test_init_from_starts_at_the_given_mechanism_and_refuses_another(straight_run, tmp_path):
+    src, _ = straight_run
+    cfg = dataclasses.replace(TINY, init_from=str(src), seed=7)
+    setup = training.make_setup(cfg)
+    state = training.init_state(cfg, setup, training.training_data(cfg, setup))
+    want, _, _ = checkpoints.load_mechanism(src)
+    for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(checkpoints.CheckpointError, match="architecture"):
+        other = dataclasses.replace(TINY, hidden=(8,), init_from=str(src))
+        training.init_state(other, training.make_setup(other), training.training_data(other, setup))
+    with pytest.raises(ConfigError, match="init_from"):
+        validate(dataclasses.replace(TINY, init_from=str(tmp_path / "missing")))
+
+
+def test_a_regret_budget_above_the_regret_releases_the_multipliers(tmp_path):
+    cfg = dataclasses.replace(TINY, regret_budget=0.5, rho=5.0, steps=30, eval_every=0, final_eval_steps=10)
+    training.train_and_evaluate(cfg, tmp_path, progress=False)
+    lam = [r["lambda"][0] for r in _read_metrics(tmp_path)]
+    # lam starts at 5 and each update (every 6 steps) moves it by 5 * (rgt - 0.5) < -2.4: at 0 by step 18
+    assert lam[0] <= TINY.lambda_init and lam[-1] == 0.0, lam
+    with pytest.raises(ConfigError, match="regret_budget"):
+        validate(dataclasses.replace(TINY, regret_budget=-0.1))
+
+
 def test_teacher_for_another_setting_is_refused(tmp_path):
     spec = mechanism.MechanismSpec(2, 2, (8,))
     checkpoints.save_mechanism(tmp_path / "t", mechanism.init(jax.random.PRNGKey(0), spec), spec)
