@@ -22,6 +22,7 @@ import typing
 from pathlib import Path
 from typing import Optional
 
+from jaxauction.baselines import BASELINES
 from jaxauction.mechanism import ACTIVATIONS, ALLOCATIONS, PAYMENTS, TOWERS, MechanismSpec
 from jaxauction.priors import UniformPrior
 
@@ -127,7 +128,7 @@ class Config:
         IBP bounds; see ``bounds.relu_margin_loss``).
       teacher: mechanism to distill from (run dir, checkpoint dir or reference NAME.npz; relative
         paths resolve against the working directory, then the repository), or the name of a
-        strategyproof baseline of ``jaxauction.baselines`` ("myerson", "bundle") built for this
+        strategyproof baseline of ``jaxauction.baselines`` ("myerson", "bundle", "softmyerson") built for this
         config's prior; "" = no distillation.
       distill_weight: weight of ``MSE(alloc, teacher alloc) + MSE(pay, teacher pay)`` (paper: 1);
         0 with a teacher: the teacher is used only for ``distill_pretrain_steps``.
@@ -279,7 +280,6 @@ def optional_inner(tp):
 
 def is_baseline_teacher(teacher: str) -> bool:
     """Does ``teacher`` name a strategyproof baseline (``jaxauction.baselines.BASELINES``) rather than a path?"""
-    from jaxauction.baselines import BASELINES
     return teacher in BASELINES and not Path(teacher).exists()
 
 
@@ -320,12 +320,12 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
 
     def positive(*names):
         for n in names:
-            if getattr(cfg, n) <= 0:
+            if not getattr(cfg, n) > 0:  # NaN too
                 raise ConfigError(f"{n}: must be positive, got {getattr(cfg, n)}")
 
     def nonneg(*names):
         for n in names:
-            if getattr(cfg, n) < 0:
+            if not getattr(cfg, n) >= 0:  # NaN too
                 raise ConfigError(f"{n}: must be >= 0, got {getattr(cfg, n)}")
 
     positive("n_agents", "n_items", "num_examples", "batch_size", "steps", "lr", "misreport_lr",
@@ -378,7 +378,7 @@ def validate(cfg: Config, check_files: bool = True) -> Config:
     if cfg.teacher and check_files and not is_baseline_teacher(cfg.teacher) and not resolve_teacher(cfg.teacher).exists():
         raise ConfigError(f"teacher: {cfg.teacher} does not exist (train the teacher run first; "
                           f"the shipped *_distill/NxM configs name their *_teacher run in runs/; a "
-                          f"baseline teacher is one of 'myerson', 'bundle')")
+                          f"baseline teacher is one of {', '.join(BASELINES)})")
     if cfg.init_from and check_files and not resolve_teacher(cfg.init_from).exists():
         raise ConfigError(f"init_from: {cfg.init_from} does not exist (a run or checkpoint directory)")
     return cfg

@@ -143,10 +143,11 @@ def _chunks(start: int, cfg: Config) -> list[int]:
     return out
 
 
-def init_runs(cfgs: Sequence[Config], setups: Sequence[training.Setup]) -> tuple[list, list]:
-    """Per run, its training set and fresh ``training.init_state`` (unstacked lists)."""
+def init_runs(cfgs: Sequence[Config], setups: Sequence[training.Setup], teacher: Optional[tuple] = None) -> tuple[list, list]:
+    """Per run, its training set and fresh ``training.init_state`` (unstacked lists); ``teacher``:
+    the group's ``training.load_teacher`` pair, for distillation pretraining."""
     data = [training.training_data(c, s) for c, s in zip(cfgs, setups)]
-    return data, [training.init_state(c, s, d) for c, s, d in zip(cfgs, setups, data)]
+    return data, [training.init_state(c, s, d, teacher) for c, s, d in zip(cfgs, setups, data)]
 
 
 def program_for(cfgs: Sequence[Config], teacher_spec: Optional[MechanismSpec] = None) -> tuple[Callable, dict]:
@@ -188,7 +189,7 @@ def train_group(cfgs: Sequence[Config], workdirs: Sequence[Path], *, resume: boo
     setups = [training.make_setup(c) for c in cfgs]
     teacher_params, teacher_spec = training.load_teacher(base, setups[0])
     resumable = [rundir.prepare_workdir(w, c, resume=resume, overwrite=overwrite) for w, c in zip(workdirs, cfgs)]
-    data, states = init_runs(cfgs, setups)
+    data, states = init_runs(cfgs, setups, (teacher_params, teacher_spec))
     elapsed, start = 0.0, 0
     if all(resumable):
         loaded = [rundir.load_state(w, s) for w, s in zip(workdirs, states)]

@@ -45,11 +45,15 @@ from jaxauction import mechanism
 _SALT = 0x70726574  # folded into the seed's key: pretraining batches are not the training batches
 
 
-def distill_loss(params, spec, vals: jax.Array, teacher_out) -> jax.Array:
-    """``MSE(a, a_T) + MSE(p, p_T)`` at the truthful bids ``vals`` (B, N, M)."""
-    a, p = mechanism.apply(params, vals, spec)
+def distill_mse(alloc: jax.Array, pay: jax.Array, teacher_out) -> jax.Array:
+    """``MSE(a, a_T) + MSE(p, p_T)``: the distillation term, here and in the training loss."""
     ta, tp = teacher_out
-    return jnp.mean((a - ta) ** 2) + jnp.mean((p - tp) ** 2)
+    return jnp.mean((alloc - ta) ** 2) + jnp.mean((pay - tp) ** 2)
+
+
+def distill_loss(params, spec, vals: jax.Array, teacher_out) -> jax.Array:
+    """:func:`distill_mse` of the net's outcomes at the truthful bids ``vals`` (B, N, M)."""
+    return distill_mse(*mechanism.apply(params, vals, spec), teacher_out)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "teacher_spec", "steps", "batch_size"))

@@ -103,10 +103,11 @@ def _keys(seed: int) -> dict[str, jax.Array]:
     return {"init": k[0], "data": k[1], "rng": k[2]}
 
 
-def init_state(cfg: Config, setup: Setup, data: jax.Array) -> TrainState:
+def init_state(cfg: Config, setup: Setup, data: jax.Array, teacher: Optional[tuple] = None) -> TrainState:
     """Fresh parameters (Glorot; see ``Config.payment_init`` and ``Config.bias_init``; then
     ``distill_pretrain_steps`` of pure distillation, :mod:`jaxauction.pretrain`) or those of
-    ``init_from``, Adam state, multipliers and truthful stored misreports."""
+    ``init_from``, Adam state, multipliers and truthful stored misreports. ``teacher``: the
+    :func:`load_teacher` pair when the caller already holds it (else it is loaded here if needed)."""
     keys = _keys(cfg.seed)
     if cfg.init_from:
         params = initial_params(cfg, setup)
@@ -117,7 +118,8 @@ def init_state(cfg: Config, setup: Setup, data: jax.Array) -> TrainState:
         if cfg.payment_init == "nonneg":  # every payment logit starts >= 0: no agent starts dead at the clip
             params["pay"]["w"] = jnp.abs(params["pay"]["w"])
         if cfg.distill_pretrain_steps:
-            params, _ = pretrain.pretrain(cfg, setup.spec, params, data, load_teacher(cfg, setup))
+            params, _ = pretrain.pretrain(cfg, setup.spec, params, data,
+                                          teacher if teacher is not None else load_teacher(cfg, setup))
     mis = jnp.array(data) if cfg.warm_start else jnp.zeros((0, cfg.n_agents, cfg.n_items), jnp.float32)
     return TrainState(jnp.zeros((), jnp.int32), params, setup.optimizer.init(params),
                       setup.lagr.init(cfg.n_agents), mis, keys["rng"])
@@ -227,8 +229,7 @@ def make_loss_fn(cfg: Config, setup: Setup) -> Callable:
             total = total + cfg.stability_weight * stab
         dist = jnp.zeros(())
         if teacher_out is not None:
-            ta, tp = teacher_out
-            dist = jnp.mean((a - ta) ** 2) + jnp.mean((p - tp) ** 2)
+            dist = pretrain.distill_mse(a, p, teacher_out)
             total = total + cfg.distill_weight * dist
         aux = LossAux(rev, jnp.mean(rgt, axis=0), jnp.max(rgt), jnp.mean(irv, axis=0), ir_term, stab, dist)
         return total, aux
@@ -237,8 +238,8 @@ def make_loss_fn(cfg: Config, setup: Setup) -> Callable:
 
 
 # Fields that do not change the compiled train step (normalized away so runs share compilations).
-_STEP_NEUTRAL = dict(name="", teacher="", init_from="", distill_pretrain_steps=0, log_every=1, eval_every=0, eval_points=1, eval_misreport_steps=0,
-                     checkpoint_every=1, final_eval_points=1, final_eval_steps=0)
+_STEP_NEUTRAL = dict(name="", teacher="", init_from="", distill_pretrain_steps=0, log_every=1, eval_every=0,
+                     eval_points=1, eval_misreport_steps=0, checkpoint_every=1, final_eval_points=1, final_eval_steps=0)
 
 
 def make_train_step(cfg: Config, teacher_spec: Optional[MechanismSpec] = None, max_traces: int = 1) -> Callable:
@@ -329,7 +330,8 @@ def run_evaluation(cfg: Config, setup: Setup, params: Params, *, points: int, st
 
 def load_teacher(cfg: Config, setup: Setup) -> tuple[Optional[Params], Optional[MechanismSpec]]:
     """Load the distillation teacher and check it is for the same setting and prior. A baseline
-    name (``"myerson"``, ``"bundle"``) is built for the config's prior (``baselines.make``)."""
+    name (``"myerson"``, ``"bundle"``, ``"softmyerson"``) is built for the config's prior
+    (``baselines.make``)."""
     if not cfg.teacher:
         return None, None
     if is_baseline_teacher(cfg.teacher):
@@ -378,7 +380,9 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, resume: bool = Fa
     resuming = rundir.prepare_workdir(workdir, cfg, resume=resume, overwrite=overwrite)
 
     data = training_data(cfg, setup)
-    state = init_state(cfg, setup, data)
+    # a resumed run loads its parameters: the template needs no pretraining
+    state = init_state(dataclasses.replace(cfg, distill_pretrain_steps=0) if resuming else cfg, setup, data,
+                       (teacher_params, teacher_spec))
     elapsed = 0.0
     if resuming:
         state, elapsed = rundir.load_state(workdir, state)

@@ -143,3 +143,9 @@ def test_absent_fields_take_the_value_old_runs_were_trained_with():
     assert {k: getattr(cfg, k) for k in ABSENT_FIELD_VALUES} == ABSENT_FIELD_VALUES
     assert Config().misreport_restarts == 2 and cfg.misreport_restarts == 0
     assert Config.from_dict(Config().to_dict()) == Config()  # present fields always win
+
+
+def test_nan_in_a_numeric_field_is_refused_by_name():
+    for field in ("lr", "regret_budget", "rho", "stability_weight"):
+        with pytest.raises(ConfigError, match=f"^{field}: must be"):
+            validate(dataclasses.replace(Config(), **{field: float("nan")}))
