@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from jaxauction import baselines
 from jaxauction.rundir import reproduce_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +152,40 @@ HARDWARE["2x2_distill"] = "the project's 2-core CPU, shared with another trainin
 HARDWARE["3x2"] = "the project's 2-core CPU (2026-11-26)"
 
 
+@functools.lru_cache(maxsize=None)  # one estimate per prior (hashable), shared by the cards of a setting
+def _baseline_revenues(prior) -> tuple:
+    """``((name, mean, s.e.), ...)`` of the strategyproof baselines (:data:`baselines.COMPARED`) for
+    ``prior``, Monte Carlo on ``revenue_estimate``'s 100000 profiles; a baseline the prior does not
+    admit is left out."""
+    out = []
+    for name in baselines.COMPARED:
+        try:
+            b = baselines.make(name, prior)
+        except baselines.BaselineError:
+            continue
+        out.append((name, *baselines.revenue_estimate(b)))
+    return tuple(out)
+
+
+def baseline_line(ckpt: Path, revenue: float) -> str:
+    """The card's line on the strategyproof baselines of the checkpoint's prior, and whether the net
+    earns less than the best of them (a user would then run that auction: zero regret, more revenue)."""
+    from jaxauction import checkpoints
+
+    prior = checkpoints.load_with_prior(ckpt)[3]
+    rows = _baseline_revenues(prior)
+    if not rows:
+        return "- strategyproof baselines: none defined for this prior"
+    best = max(rows, key=lambda r: r[1])
+    text = ", ".join(f"{name} {mean:.4f} ± {se:.4f}" for name, mean, se in rows)
+    gap = revenue - best[1]
+    verdict = (f"this net earns {-gap:.4f} **less** than {best[0]}, which has zero regret: run {best[0]} instead; "
+               "the net is shipped as a reproduction (or a teacher), not as a mechanism to prefer"
+               if gap < 0 else f"this net earns {gap:.4f} more than the best of them ({best[0]})")
+    return (f"- strategyproof baselines for this prior (`jaxauction.baselines`, revenue on 100000 profiles, seed 0): "
+            f"{text}; the net's revenue above is on final_eval's profiles; {verdict}")
+
+
 def write_card(ckpt: Path) -> None:
     """CARD.md for one shipped checkpoint: config, training time and hardware, revenue, regrets."""
     name = ckpt.name
@@ -175,6 +210,7 @@ def write_card(ckpt: Path) -> None:
         if ev.get("regret_restarts") is not None:
             lines += [f"- PGD regret with 8 corner-biased restarts per search (1000 profiles, results/{name}/pgd_restarts.json): "
                       f"mean {ev['regret_restarts']:.5f}"]
+        lines += [baseline_line(ckpt, ev["revenue"])]
     if row:
         cr = row["certified_regret"]
         ce = row.get("certified_regret_exact") or {}

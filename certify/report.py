@@ -183,8 +183,9 @@ def regret_ranges(out_dir: str | Path, manifest: dict, space: str | Path | None 
     The trivial bound (:func:`certify.stats.trivial_regret_range`), replaced by a ``space.json``
     agent's ``upper`` (the larger of it and ``upper_float32`` when both are given) where smaller.
     The file is ``space`` if given (a mismatch with this run is then a ValueError), else the first
-    of ``out_dir/space.json``, ``out_dir/../space/space.json`` and
-    ``out_dir/../../space/<out_dir name>/space.json`` that exists, used only if it
+    of ``out_dir/space.json``, ``out_dir/../space/space.json``,
+    ``out_dir/../../space/<out_dir name>/space.json`` and ``out_dir/../space/<out_dir name>/space.json``
+    (the shipped ``results/NAME`` beside ``results/space/NAME``) that exists, used only if it
     certifies these weights (``digest``), box and spec (otherwise ignored, with a note).
     """
     spec, lo, hi = _box(manifest)
@@ -195,9 +196,11 @@ def regret_ranges(out_dir: str | Path, manifest: dict, space: str | Path | None 
         uppers = _space_uppers(Path(space), manifest, spec, lo, hi)
     else:
         uppers = {}
-        # beside it: RUN_DIR/{cert,space}/, or runs/{cert,space}/<npz stem>/ (certify.py's defaults)
+        # beside it: RUN_DIR/{cert,space}/, or runs/{cert,space}/<npz stem>/ (certify.py's defaults),
+        # or results/NAME beside results/space/NAME (what the repository ships)
         for path in (out_dir / SPACE_JSON, out_dir.parent / SPACE_DIR / SPACE_JSON,
-                     out_dir.parent.parent / SPACE_DIR / out_dir.name / SPACE_JSON):
+                     out_dir.parent.parent / SPACE_DIR / out_dir.name / SPACE_JSON,
+                     out_dir.parent / SPACE_DIR / out_dir.name / SPACE_JSON):
             if path.exists():
                 try:
                     uppers = _space_uppers(path, manifest, spec, lo, hi)

@@ -223,3 +223,17 @@ def test_end_to_end_campaign_report(tmp_path):
     assert "Expected regret, 95% upper confidence bounds over the 30 i.i.d. prior profiles" in md
     line0 = next(l for l in md.splitlines() if l.startswith("|") and "trivial" in l)
     assert f"{rows[0][stats.KEY_UCB]:.5f}" in line0 and "4" in line0
+
+
+def test_space_json_found_in_the_shipped_layout(tmp_path):
+    """results/NAME beside results/space/NAME/space.json (what the repository ships): found, so that
+    regenerating a shipped summary keeps its whole-space range (it once fell back to the trivial one)."""
+    out = _write_run(tmp_path / "results" / "net", _base())
+    trivial = _rows(report.write_report(out, plots=False))
+    assert trivial[0][stats.KEY_RANGE_SOURCE] == stats.RANGE_TRIVIAL
+    space = tmp_path / "results" / report.SPACE_DIR / "net" / report.SPACE_JSON
+    space.parent.mkdir(parents=True)
+    _write_space(space, [0.02, 0.03])
+    r = _rows(report.write_report(out, plots=False))
+    assert (r[0][stats.KEY_RANGE], r[0][stats.KEY_RANGE_SOURCE]) == (0.02, stats.RANGE_SPACE)
+    assert r[0][stats.KEY_UCB] < trivial[0][stats.KEY_UCB]
