@@ -152,18 +152,21 @@ HARDWARE["2x2_distill"] = "the project's 2-core CPU, shared with another trainin
 HARDWARE["3x2"] = "the project's 2-core CPU (2026-11-26)"
 
 
+BASELINE_POINTS, BASELINE_SEED = 100_000, 0  # the cards' baseline revenue estimates
+
+
 @functools.lru_cache(maxsize=None)  # one estimate per prior (hashable), shared by the cards of a setting
 def _baseline_revenues(prior) -> tuple:
     """``((name, mean, s.e.), ...)`` of the strategyproof baselines (:data:`baselines.COMPARED`) for
-    ``prior``, Monte Carlo on ``revenue_estimate``'s 100000 profiles; a baseline the prior does not
-    admit is left out."""
+    ``prior``, Monte Carlo on BASELINE_POINTS profiles (key BASELINE_SEED); a baseline the prior does
+    not admit is left out."""
     out = []
     for name in baselines.COMPARED:
         try:
             b = baselines.make(name, prior)
         except baselines.BaselineError:
             continue
-        out.append((name, *baselines.revenue_estimate(b)))
+        out.append((name, *baselines.revenue_estimate(b, points=BASELINE_POINTS, seed=BASELINE_SEED)))
     return tuple(out)
 
 
@@ -182,7 +185,7 @@ def baseline_line(ckpt: Path, revenue: float) -> str:
     verdict = (f"this net earns {-gap:.4f} **less** than {best[0]}, which has zero regret: run {best[0]} instead; "
                "the net is shipped as a reproduction (or a teacher), not as a mechanism to prefer"
                if gap < 0 else f"this net earns {gap:.4f} more than the best of them ({best[0]})")
-    return (f"- strategyproof baselines for this prior (`jaxauction.baselines`, revenue on 100000 profiles, seed 0): "
+    return (f"- strategyproof baselines for this prior (`jaxauction.baselines`, revenue on {BASELINE_POINTS} profiles, seed {BASELINE_SEED}): "
             f"{text}; the net's revenue above is on final_eval's profiles; {verdict}")
 
 

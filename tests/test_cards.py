@@ -1,12 +1,12 @@
 """The shipped cards' line on the strategyproof baselines (bench/results_table.baseline_line)."""
+import importlib.util
 import re
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+from conftest import REPO as ROOT
 
-import results_table  # noqa: E402
+_spec = importlib.util.spec_from_file_location("results_table", ROOT / "bench" / "results_table.py")
+results_table = importlib.util.module_from_spec(_spec)  # as the other bench tests: no sys.path change
+_spec.loader.exec_module(results_table)
 
 
 def _figures(line):
