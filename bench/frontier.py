@@ -79,6 +79,7 @@ import jax  # noqa: E402
 
 from certify import network, report  # noqa: E402
 from certify.certificate import is_proven  # noqa: E402
+from certify.campaign.results import locate_ckpt  # noqa: E402
 from jaxauction import baselines, checkpoints, mechanism  # noqa: E402
 
 SETTINGS = ("1x2", "2x2", "2x3", "3x2", "3x3", "2x5", "3x10")
@@ -102,11 +103,9 @@ BASELINE_STYLE = {"myerson": ("item-wise Myerson", "--", "C3"), "bundle": ("gran
 # ---- discovery -----------------------------------------------------------------------------------
 
 def _resolve(p: str) -> Path | None:
-    """A run's ``"ckpt"`` as an existing path (absolute, or relative to the repository)."""
-    for cand in (Path(p), REPO / p):
-        if cand.exists():
-            return cand.resolve()
-    return None
+    """A run's ``"ckpt"`` as an existing path (``certify.campaign.results.locate_ckpt``: relative to
+    the repository, or an absolute path from another checkout mapped to this one's copy)."""
+    return locate_ckpt(p)
 
 
 def discover_runs() -> dict[Path, list[dict]]:

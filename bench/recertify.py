@@ -20,17 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from certify.campaign.results import locate_ckpt  # noqa: E402
+
 _STATE = {}
 
 
 def _ckpt_path(ckpt: str) -> str:
-    p = Path(ckpt)
-    if p.exists():
-        return str(p)
-    parts = p.parts
-    if "checkpoints" in parts:  # an absolute path from another checkout
-        return str(ROOT.joinpath(*parts[parts.index("checkpoints"):]))
-    return str(ROOT / p)
+    found = locate_ckpt(ckpt)  # relative to the repository, or another checkout's absolute path
+    if found is None:
+        raise SystemExit(f"checkpoint {ckpt} (recorded in run.json) not found")
+    return str(found)
 
 
 def _init(ckpt, solver, time_limit):

@@ -150,6 +150,9 @@ HARDWARE.update({n: "one NVIDIA H200, shared with 9 other training runs (bench/g
                  for n in ("3x3", "3x10")})
 HARDWARE["2x2_distill"] = "the project's 2-core CPU, shared with another training run for most of the time (2026-11-26)"
 HARDWARE["3x2"] = "the project's 2-core CPU (2026-11-26)"
+HARDWARE["1x2_regretnet_r001"] = "the project's 2-core CPU, 3 runs vmapped in one program (2026-12-03)"
+HARDWARE["1x2_regretnet_r0005"] = HARDWARE["1x2_regretnet_r001"]  # the same vmapped sweep
+HARDWARE["1x2_regretnet_ft"] = "the project's 2-core CPU (2026-12-03)"
 
 
 BASELINE_POINTS, BASELINE_SEED = 100_000, 0  # the cards' baseline revenue estimates
@@ -189,6 +192,22 @@ def baseline_line(ckpt: Path, revenue: float) -> str:
             f"{text}; the net's revenue above is on final_eval's profiles; {verdict}")
 
 
+def _body(spec: dict) -> str:
+    """``ReLU trunk [128, 128]`` or ``tanh towers [100, 100] (allocation and payment)``: what feeds the heads."""
+    act = {"relu": "ReLU", "tanh": "tanh"}[spec.get("activation", "relu")]
+    if spec.get("towers", "shared") == "separate":
+        return f"{act} towers {spec['hidden']} (one for allocation, one for payment)"
+    return f"{act} trunk {spec['hidden']}"
+
+
+def _solver(name: str) -> str:
+    """The ``--solver`` results/NAME was certified with (its run.json; certify.methods names them)."""
+    try:
+        return json.loads((ROOT / "results" / name / "run.json").read_text())["solver"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return "?"
+
+
 def write_card(ckpt: Path) -> None:
     """CARD.md for one shipped checkpoint: config, training time and hardware, revenue, regrets."""
     name = ckpt.name
@@ -197,7 +216,7 @@ def write_card(ckpt: Path) -> None:
     ev, row = _load(name)
     lines = [f"# {name}", "",
              f"- setting: {cfg['n_agents']} agent(s) x {cfg['n_items']} item(s), additive values, item j ~ U[low_j, high_j] with low={cfg['prior_low']}, high={cfg['prior_high']}",
-             f"- architecture: ReLU trunk {spec['hidden']}, {spec['allocation']} allocation, {spec['payment']} payment"
+             f"- architecture: {_body(spec)}, {spec['allocation']} allocation, {spec['payment']} payment"
              + (f" (clip to [0, {spec['payment_max']}])" if spec["payment"] == "free" else ""),
              f"- config: `configs/{cfg['name']}.py` (resolved copy: `config.json`); reproduce with "
              f"`{reproduce_command(cfg, ev['step'] if ev else None)}`",
@@ -221,7 +240,7 @@ def write_card(ckpt: Path) -> None:
                   f"exact function): mean {_f(cr.get('mean'), '{:.5f}')}, max {_f(cr.get('max'), '{:.5f}')} over "
                   f"{row['proven']} proven of {row['count']} (profile, agent) pairs; for the exact function alone: mean "
                   f"{_f(ce.get('mean'), '{:.5f}')}, max {_f(ce.get('max'), '{:.5f}')} (mean rounding margin "
-                  f"{_f(row.get('margin_mean'), '{:.2g}')}); MIP solve time mean {row['solve_time_s']['mean']:.3f} s"]
+                  f"{_f(row.get('margin_mean'), '{:.2g}')}); solve time mean {row['solve_time_s']['mean']:.3f} s per pair (`--solver {_solver(name)}`)"]
         _, prow = _load(name + "_planar")
         if prow:
             lines += [f"- exact region enumeration (`--solver planar`, results/{name}_planar/): certified regret mean "

@@ -258,6 +258,49 @@ def test_manifest_mismatch_is_refused(ckpt, tmp_path):
     assert CALLS == []
 
 
+def test_manifest_ckpt_is_portable_and_found_again_from_another_checkout(tmp_path):
+    """run.json records an in-repo checkpoint relative to the repository (``../shared/...`` beside
+    it), so a clone elsewhere finds its own copy; an absolute path from another checkout maps to
+    this one's copy (not to the other checkout's, even when that one exists on this machine)."""
+    from certify.campaign.results import locate_ckpt, portable_ckpt
+    from jaxauction.config import REPO
+
+    shipped = REPO / "checkpoints" / "1x2_reg"
+    assert portable_ckpt(shipped) == "checkpoints/1x2_reg"
+    assert portable_ckpt(REPO.parent / "shared" / "optimaler" / "x.npz") == "../shared/optimaler/x.npz"
+    outside = tmp_path / "ck"
+    outside.mkdir()
+    if not str(outside.resolve()).startswith(str(REPO.parent.resolve())):
+        assert portable_ckpt(outside) == str(outside.resolve())
+    assert locate_ckpt("checkpoints/1x2_reg") == shipped.resolve()
+    assert locate_ckpt("/elsewhere/clone/checkpoints/1x2_reg") == shipped.resolve()
+    other = tmp_path / "other_checkout" / "checkpoints" / "1x2_reg"
+    other.mkdir(parents=True)
+    assert locate_ckpt(str(other)) == shipped.resolve()  # this repository's copy first
+    assert locate_ckpt(str(outside)) == outside.resolve()
+    assert locate_ckpt("/elsewhere/checkpoints/no_such_net") is None
+    assert locate_ckpt("") is None
+
+
+def test_shipped_manifests_name_checkpoints_this_checkout_has():
+    """Every shipped certification run (results/**/run.json, space_run.json) names its checkpoint
+    portably, and it is found here (bench/frontier.py and bench/recertify.py read them)."""
+    from certify.campaign.results import locate_ckpt
+    from jaxauction.config import REPO
+
+    found = 0
+    for f in list((REPO / "results").rglob("run.json")) + list((REPO / "results").rglob("space_run.json")):
+        rec = json.loads(f.read_text()).get("ckpt")
+        if rec is None:
+            continue
+        assert not Path(rec).is_absolute(), f"{f}: absolute checkpoint path {rec}"
+        if rec.startswith("../shared/") and not (REPO.parent / "shared").exists():
+            continue  # the outside oracles are not in this checkout's neighbourhood
+        assert locate_ckpt(rec) is not None, f"{f}: checkpoint {rec} not found"
+        found += 1
+    assert found > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors, fatal errors, interrupts, workers
 

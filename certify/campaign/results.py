@@ -1,6 +1,8 @@
 """The files of a campaign directory: the manifest, the results file, the lock; resuming.
 
-* ``run.json``: the manifest, written once when the directory is created: checkpoint path and the
+* ``run.json``: the manifest, written once when the directory is created: checkpoint path
+  (:func:`portable_ckpt`: relative to the repository when it lies in the repository or beside it,
+  as ``../shared/...``, so a clone elsewhere finds it again with :func:`locate_ckpt`) and the
   weights digest (:func:`certify.network.digest`), the setting (spec and prior), seed, solver,
   time limit and the profile source. Resuming into a directory whose manifest differs in one of
   :data:`MATCH_KEYS` is refused with :class:`ManifestError`.
@@ -28,6 +30,7 @@ import numpy as np
 from certify import network
 from certify.campaign.errors import ManifestError, ResultsError, RunError
 from jaxauction import checkpoints
+from jaxauction.config import REPO
 
 RESULTS = "results.jsonl"
 MANIFEST = "run.json"
@@ -148,10 +151,38 @@ def dir_lock(out_dir: Path):
         f.close()
 
 
+def portable_ckpt(ckpt) -> str:
+    """The checkpoint path a manifest records: relative to the repository (POSIX separators) when
+    it lies inside the repository or its parent (``checkpoints/NAME``, ``../shared/...``), else
+    absolute. The weights digest, not the path, is what identifies the network."""
+    p = Path(ckpt).resolve()
+    for base, prefix in ((REPO, ""), (REPO.parent, "../")):
+        try:
+            return prefix + p.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(p)
+
+
+def locate_ckpt(recorded: str) -> Path | None:
+    """The existing path a manifest's ``"ckpt"`` names, or None. Relative: against the repository.
+    Absolute (older manifests, or another checkout's): this repository's copy first, the tail from
+    its ``checkpoints`` or ``shared`` component, so a clone elsewhere reads its own files; then the
+    path as recorded."""
+    p = Path(recorded)
+    cands = [REPO / p] if not p.is_absolute() else []
+    if p.is_absolute():
+        for part, base in (("checkpoints", REPO), ("shared", REPO.parent)):
+            if part in p.parts:
+                cands.append(base.joinpath(*p.parts[len(p.parts) - 1 - p.parts[::-1].index(part):]))
+        cands.append(p)
+    return next((c.resolve() for c in cands if recorded and c.exists()), None)
+
+
 def make_manifest(ckpt, spec, prior, params, seed, solver, time_limit, profile_source) -> dict:
     return {
         "format": MANIFEST_FORMAT,
-        "ckpt": str(Path(ckpt).resolve()),
+        "ckpt": portable_ckpt(ckpt),
         "weights_sha256": network.digest(params),
         "setting": {"spec": spec.to_dict(), "prior": prior.to_dict()},
         "seed": int(seed),

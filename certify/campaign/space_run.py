@@ -22,7 +22,7 @@ import numpy as np
 from certify import network, space
 from certify.campaign.errors import ManifestError, RunError
 from certify.campaign.profiles import parse_agents
-from certify.campaign.results import Appender, dir_lock, jsonable
+from certify.campaign.results import Appender, dir_lock, jsonable, portable_ckpt
 from certify.space_report import SPACE_JSON
 from jaxauction import checkpoints
 
@@ -263,7 +263,7 @@ def run_space(ckpt, out_dir, *, agents="all", gap: float = 1e-4, box=None, time_
     w = network.weights64(params)
     spaces = {a: space.Space(w, spec, a, low, high, bid_low=bid_low, bid_high=bid_high, grid=grid,
                              batch=batch, backward=backward) for a in agent_list}
-    manifest = {"ckpt": str(Path(ckpt).resolve()), "weights_sha256": network.digest(params), "spec": spec.to_dict(),
+    manifest = {"ckpt": portable_ckpt(ckpt), "weights_sha256": network.digest(params), "spec": spec.to_dict(),
                 "low": low, "high": high, "bid_low": bid_low, "bid_high": bid_high,
                 "grid": spaces[agent_list[0]].grid}
     maps = {}
