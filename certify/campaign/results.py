@@ -154,14 +154,17 @@ def dir_lock(out_dir: Path):
 def portable_ckpt(ckpt) -> str:
     """The checkpoint path a manifest records: relative to the repository (POSIX separators) when
     it lies inside the repository or its parent (``checkpoints/NAME``, ``../shared/...``), else
-    absolute. The weights digest, not the path, is what identifies the network."""
-    p = Path(ckpt).resolve()
-    for base, prefix in ((REPO, ""), (REPO.parent, "../")):
-        try:
-            return prefix + p.relative_to(base).as_posix()
-        except ValueError:
-            continue
-    return str(p)
+    absolute. The path as named (links kept: ``../shared`` may be a link to elsewhere) is tried
+    before the resolved one. The weights digest, not the path, is what identifies the network."""
+    named, real = Path(os.path.abspath(ckpt)), Path(ckpt).resolve()
+    for p in (named, real):
+        for base, prefix in ((REPO, ""), (REPO.parent, "../")):
+            for b in dict.fromkeys((Path(os.path.abspath(base)), base.resolve())):
+                try:
+                    return prefix + p.relative_to(b).as_posix()
+                except ValueError:
+                    continue
+    return str(real)
 
 
 def locate_ckpt(recorded: str) -> Path | None:
