@@ -153,6 +153,7 @@ HARDWARE["3x2"] = "the project's 2-core CPU (2026-11-26)"
 HARDWARE["1x2_regretnet_r001"] = "the project's 2-core CPU, 3 runs vmapped in one program (2026-12-03)"
 HARDWARE["1x2_regretnet_r0005"] = HARDWARE["1x2_regretnet_r001"]  # the same vmapped sweep
 HARDWARE["1x2_regretnet_ft"] = "the project's 2-core CPU (2026-12-03)"
+HARDWARE["1x2_regretnet_ft2"] = "the project's 2-core CPU, beside a fresh-clone CI run for 37 of its 41 minutes (2026-12-03)"
 
 
 BASELINE_POINTS, BASELINE_SEED = 100_000, 0  # the cards' baseline revenue estimates
