@@ -102,12 +102,6 @@ BASELINE_STYLE = {"myerson": ("item-wise Myerson", "--", "C3"), "bundle": ("gran
 
 # ---- discovery -----------------------------------------------------------------------------------
 
-def _resolve(p: str) -> Path | None:
-    """A run's ``"ckpt"`` as an existing path (``certify.campaign.results.locate_ckpt``: relative to
-    the repository, or an absolute path from another checkout mapped to this one's copy)."""
-    return locate_ckpt(p)
-
-
 def discover_runs() -> dict[Path, list[dict]]:
     """Certification run directories under results/, grouped by the resolved checkpoint they certify."""
     runs = defaultdict(list)
@@ -121,7 +115,7 @@ def discover_runs() -> dict[Path, list[dict]]:
             continue
         if man.get("format") != "jaxauction-cert-run-v1" or not (d / "results.jsonl").exists():
             continue
-        ck = _resolve(man.get("ckpt", ""))
+        ck = locate_ckpt(man.get("ckpt", ""))
         if ck is not None:
             runs[ck].append({"dir": d, "manifest": man})
     return runs

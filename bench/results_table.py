@@ -194,7 +194,7 @@ def baseline_line(ckpt: Path, revenue: float) -> str:
 
 
 def _body(spec: dict) -> str:
-    """``ReLU trunk [128, 128]`` or ``tanh towers [100, 100] (allocation and payment)``: what feeds the heads."""
+    """``ReLU trunk [128, 128]`` or ``tanh towers [100, 100] (one for allocation, one for payment)``: what feeds the heads."""
     act = {"relu": "ReLU", "tanh": "tanh"}[spec.get("activation", "relu")]
     if spec.get("towers", "shared") == "separate":
         return f"{act} towers {spec['hidden']} (one for allocation, one for payment)"

@@ -156,30 +156,32 @@ def portable_ckpt(ckpt) -> str:
     it lies inside the repository or its parent (``checkpoints/NAME``, ``../shared/...``), else
     absolute. The path as named (links kept: ``../shared`` may be a link to elsewhere) is tried
     before the resolved one. The weights digest, not the path, is what identifies the network."""
-    named, real = Path(os.path.abspath(ckpt)), Path(ckpt).resolve()
-    for p in (named, real):
-        for base, prefix in ((REPO, ""), (REPO.parent, "../")):
-            for b in dict.fromkeys((Path(os.path.abspath(base)), base.resolve())):
-                try:
-                    return prefix + p.relative_to(b).as_posix()
-                except ValueError:
-                    continue
+    real = Path(ckpt).resolve()
+    for p in (Path(os.path.abspath(ckpt)), real):
+        for base, prefix in ((REPO, ""), (REPO.parent, "../")):   # REPO is resolved
+            if p.is_relative_to(base):
+                return prefix + p.relative_to(base).as_posix()
     return str(real)
 
 
 def locate_ckpt(recorded: str) -> Path | None:
     """The existing path a manifest's ``"ckpt"`` names, or None. Relative: against the repository.
     Absolute (older manifests, or another checkout's): this repository's copy first, the tail from
-    its ``checkpoints`` or ``shared`` component, so a clone elsewhere reads its own files; then the
-    path as recorded."""
+    the last ``checkpoints`` or ``shared`` component, so a clone elsewhere reads its own files; then
+    the path as recorded."""
+    if not recorded:
+        return None
     p = Path(recorded)
-    cands = [REPO / p] if not p.is_absolute() else []
-    if p.is_absolute():
+    if not p.is_absolute():
+        cands = [REPO / p]
+    else:
+        cands = []
         for part, base in (("checkpoints", REPO), ("shared", REPO.parent)):
             if part in p.parts:
-                cands.append(base.joinpath(*p.parts[len(p.parts) - 1 - p.parts[::-1].index(part):]))
+                last = len(p.parts) - 1 - p.parts[::-1].index(part)
+                cands.append(base.joinpath(*p.parts[last:]))
         cands.append(p)
-    return next((c.resolve() for c in cands if recorded and c.exists()), None)
+    return next((c.resolve() for c in cands if c.exists()), None)
 
 
 def make_manifest(ckpt, spec, prior, params, seed, solver, time_limit, profile_source) -> dict:
