@@ -24,7 +24,7 @@ run 3x3 50 90
 # RegretNet's own architecture (tanh towers, softmax, logistic fractional payment; issue 14's 1x2
 # frontier, configs/sweeps/1x2_regretnet_budget.py and its fine-tune): the JAX branch and bound,
 # which bounds tanh and softmax (the MIP encodes ReLU nets only)
-for n in 1x2_regretnet_r0005 1x2_regretnet_r001 1x2_regretnet_ft 1x2_regretnet_ft2; do run $n 200 60 --solver bab; done
+for n in 1x2_regretnet_r0005 1x2_regretnet_r001 1x2_regretnet_ft 1x2_regretnet_ft2 1x2_regretnet_ft3; do run $n 200 60 --solver bab; done
 # the free-payment 2-item networks again by exact region enumeration, no MIP (results/NAME_planar;
 # bench/results_table.py sets them beside the MIP runs)
 for n in 1x2_distill:200 2x2_distill:200 3x2:50; do

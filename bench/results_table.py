@@ -154,6 +154,7 @@ HARDWARE["1x2_regretnet_r001"] = "the project's 2-core CPU, 3 runs vmapped in on
 HARDWARE["1x2_regretnet_r0005"] = HARDWARE["1x2_regretnet_r001"]  # the same vmapped sweep
 HARDWARE["1x2_regretnet_ft"] = "the project's 2-core CPU (2026-12-03)"
 HARDWARE["1x2_regretnet_ft2"] = "the project's 2-core CPU, beside a fresh-clone CI run for 37 of its 41 minutes (2026-12-03)"
+HARDWARE["1x2_regretnet_ft3"] = "the project's 2-core CPU, beside a second fine-tune all the time and one or two other jobs for part of it (2026-12-03)"
 
 
 BASELINE_POINTS, BASELINE_SEED = 100_000, 0  # the cards' baseline revenue estimates
@@ -191,6 +192,32 @@ def baseline_line(ckpt: Path, revenue: float) -> str:
                if gap < 0 else f"this net earns {gap:.4f} more than the best of them ({best[0]})")
     return (f"- strategyproof baselines for this prior (`jaxauction.baselines`, revenue on {BASELINE_POINTS} profiles, seed {BASELINE_SEED}): "
             f"{text}; the net's revenue above is on final_eval's profiles; {verdict}")
+
+
+FRONTIER = ROOT / "results" / "frontier" / "frontier.json"  # bench/frontier.py: paired revenue differences
+
+
+def paired_line(name: str, frontier: Path = FRONTIER) -> str:
+    """The card's paired comparisons, read from ``bench/frontier.py``'s output: the net's revenue minus
+    each strategyproof baseline's and each certified published net's *on the same profiles* (mean
+    ± standard error of the per-profile difference), which is what "earns more" should rest on;
+    the baseline line's figures come from different profile sets. Empty when the frontier has
+    not been run or does not list the net."""
+    try:
+        comp = json.loads(frontier.read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    for setting, c in comp.get("comparisons", {}).items():
+        for r in c.get("ours", []):
+            if r["net"] != name:
+                continue
+            base = ", ".join(f"{d['diff']:+.4f} ± {d['se']:.4f} against {b}" for b, d in sorted(r["vs_baselines"].items()))
+            pub = "; ".join(f"{d['diff']:+.4f} ± {d['se']:.4f} against {d['net']} (its certified regret {d['regret']:.5f})"
+                            for d in r.get("vs_published", []))
+            return (f"- paired revenue differences, this net minus the other, on the same {comp['points']} profiles "
+                    f"(seed {comp['seed']}; `python bench/frontier.py`, results/frontier/frontier.md): {base}"
+                    + (f"; published nets certified in {setting}: {pub}" if pub else ""))
+    return ""
 
 
 def _body(spec: dict) -> str:
@@ -234,6 +261,7 @@ def write_card(ckpt: Path) -> None:
             lines += [f"- PGD regret with 8 corner-biased restarts per search (1000 profiles, results/{name}/pgd_restarts.json): "
                       f"mean {ev['regret_restarts']:.5f}"]
         lines += [baseline_line(ckpt, ev["revenue"])]
+        lines += [x for x in [paired_line(name)] if x]
     if row:
         cr = row["certified_regret"]
         ce = row.get("certified_regret_exact") or {}

@@ -24,3 +24,28 @@ def test_baseline_line_says_when_the_net_earns_less():
     assert gap and abs(float(gap[1]) - (mean - 0.5)) <= 1.5e-4
     assert "**less**" not in high and "more than the best of them (myerson)" in high
     assert _figures(high) == figs  # one estimate per prior (cached), the same in every card
+
+
+def test_paired_line_reads_the_frontier(tmp_path):
+    """The card's paired differences are the frontier's, for the net named, and absent without it."""
+    import json
+    f = tmp_path / "frontier.json"
+    comp = {"points": 20000, "seed": 0, "comparisons": {"1x2": {"ours": [
+        {"net": "a", "vs_baselines": {"myerson": {"diff": 0.07, "se": 0.002}, "bundle": {"diff": -0.0125, "se": 0.0006}},
+         "vs_published": [{"net": "pub", "regret": 0.0019, "diff": 0.002, "se": 0.0005}]}]}}}
+    f.write_text(json.dumps(comp))
+    line = results_table.paired_line("a", f)
+    assert "-0.0125 ± 0.0006 against bundle" in line and "+0.0700 ± 0.0020 against myerson" in line
+    assert "+0.0020 ± 0.0005 against pub (its certified regret 0.00190)" in line and "20000 profiles" in line
+    assert results_table.paired_line("b", f) == ""
+    assert results_table.paired_line("a", tmp_path / "missing.json") == ""
+
+
+def test_shipped_cards_carry_the_frontier_pairing():
+    """Every net the shipped frontier compares has that comparison on its card (cards regenerated)."""
+    import json
+    comp = json.loads(results_table.FRONTIER.read_text())
+    for c in comp["comparisons"].values():
+        for r in c["ours"]:
+            card = (ROOT / "checkpoints" / r["net"] / "CARD.md").read_text()
+            assert results_table.paired_line(r["net"]) in card, r["net"]
