@@ -261,7 +261,8 @@ def write_card(ckpt: Path) -> None:
             lines += [f"- PGD regret with 8 corner-biased restarts per search (1000 profiles, results/{name}/pgd_restarts.json): "
                       f"mean {ev['regret_restarts']:.5f}"]
         lines += [baseline_line(ckpt, ev["revenue"])]
-        lines += [x for x in [paired_line(name)] if x]
+        if paired := paired_line(name):
+            lines.append(paired)
     if row:
         cr = row["certified_regret"]
         ce = row.get("certified_regret_exact") or {}

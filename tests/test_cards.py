@@ -1,5 +1,6 @@
 """The shipped cards' line on the strategyproof baselines (bench/results_table.baseline_line)."""
 import importlib.util
+import json
 import re
 
 from conftest import REPO as ROOT
@@ -28,7 +29,6 @@ def test_baseline_line_says_when_the_net_earns_less():
 
 def test_paired_line_reads_the_frontier(tmp_path):
     """The card's paired differences are the frontier's, for the net named, and absent without it."""
-    import json
     f = tmp_path / "frontier.json"
     comp = {"points": 20000, "seed": 0, "comparisons": {"1x2": {"ours": [
         {"net": "a", "vs_baselines": {"myerson": {"diff": 0.07, "se": 0.002}, "bundle": {"diff": -0.0125, "se": 0.0006}},
@@ -43,7 +43,6 @@ def test_paired_line_reads_the_frontier(tmp_path):
 
 def test_shipped_cards_carry_the_frontier_pairing():
     """Every net the shipped frontier compares has that comparison on its card (cards regenerated)."""
-    import json
     comp = json.loads(results_table.FRONTIER.read_text())
     for c in comp["comparisons"].values():
         for r in c["ours"]:
