@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxauction import priors
+from jaxauction import ama, priors
 from jaxauction.mechanism import MechanismSpec, Params, check_params
 
 MECH_NPZ = "mechanism.npz"
@@ -252,6 +252,10 @@ def load_mechanism(path: str | Path) -> tuple[Params, MechanismSpec, dict]:
             p = cand
             break
     else:
+        if ama.is_ama(p):
+            raise CheckpointError(f"{path} is an affine maximizer auction (jaxauction.ama), not a network: it is "
+                                  "strategyproof by construction (regret 0 at every profile), so there is nothing to "
+                                  "certify; evaluate it with python -m jaxauction.evaluate --ckpt " + str(path))
         raise CheckpointError(f"{path}: no {MECH_JSON} found (expected a run directory, a checkpoint "
                               f"directory, or a reference NAME.npz with NAME.json beside it)")
     doc = _read_json(p / MECH_JSON)

@@ -179,7 +179,8 @@ def format_table(res: dict, title: str = "") -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jaxauction.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("--ckpt", required=True, help="run dir, checkpoint dir, reference NAME.npz, or a baseline "
+    ap.add_argument("--ckpt", required=True, help="run dir, checkpoint dir, reference NAME.npz, an affine maximizer "
+                                                  "(jaxauction.ama_train's directory), or a baseline "
                                                   "myerson:SETTING / bundle:SETTING (e.g. myerson:3x2)")
     ap.add_argument("--points", type=int, default=3000, help="valuation profiles (default 3000)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -193,12 +194,14 @@ def main(argv=None) -> int:
     ap.add_argument("--worst", type=int, default=10, help="how many profiles --worst-out gets (default 10)")
     args = ap.parse_args(argv)
 
-    from jaxauction import baselines, checkpoints
+    from jaxauction import ama, baselines, checkpoints
 
     try:
         if baselines.is_baseline(args.ckpt):
             b = baselines.load(args.ckpt)
             params, spec, prior = b.params, b.spec, b.prior
+        elif ama.is_ama(args.ckpt):
+            params, spec, _, prior = ama.load(args.ckpt)
         else:
             params, spec, _, prior = checkpoints.load_with_prior(args.ckpt)
         if args.worst_out and args.worst < 1:
