@@ -93,31 +93,44 @@ def train(spec: ama.AMASpec, prior: UniformPrior, *, steps: int = 2000, batch: i
 
 
 def misreport_search(params: dict, spec: ama.AMASpec, vals: np.ndarray, misreports: int = 256,
-                     seed: int = 0) -> float:
+                     seed: int = 0, max_elements: int = 2 ** 24) -> float:
     """Largest utility gain any tried misreport finds over truthful bidding, in float64: per (profile,
     agent), ``misreports`` uniform draws in the box [0, max value] plus every corner of the box and each
-    single-item deviation to 0 and to the top. The theorem says <= 0 (up to rounding); a check, not a proof."""
+    single-item deviation to 0 and to the top. The theorem says <= 0 (up to rounding); a check, not a proof.
+
+    Profiles go through in chunks so that one chunk's (profiles x tries x menu x agents) welfare terms stay
+    near ``max_elements`` (3x10 with two groups of five items: 1300 tries x 2048 entries x 3 agents a profile)."""
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
-        v = jnp.asarray(vals, jnp.float64)                                       # (P, N, M)
+        v_all = np.asarray(vals, np.float64)                                     # (P, N, M)
         n, m = spec.n_agents, spec.n_items
-        top = float(np.max(vals)) if vals.size else 1.0
+        top = float(np.max(v_all)) if v_all.size else 1.0
         corners = jnp.asarray(np.array(np.meshgrid(*[[0.0, top]] * m, indexing="ij")).reshape(m, -1).T)  # (2^M, M)
-        rand = jax.random.uniform(jax.random.PRNGKey(seed), (v.shape[0], misreports, m), jnp.float64) * top
+        rand_all = np.asarray(jax.random.uniform(jax.random.PRNGKey(seed), (v_all.shape[0], misreports, m),
+                                                 jnp.float64)) * top
+        tries_per_profile = misreports + corners.shape[0] + 2 * m
+        chunk = max(1, max_elements // (tries_per_profile * spec.n_menu * n))
 
-        def util(bids, i):
-            a, p = ama.apply(p64, bids, spec)
-            return jnp.sum(a[..., i, :] * v[:, None, i, :], axis=-1) - p[..., i]   # (P, R) with true values
+        @jax.jit
+        def gain(v, rand):
+            def util(bids, i):
+                a, p = ama.apply(p64, bids, spec)
+                return jnp.sum(a[..., i, :] * v[:, None, i, :], axis=-1) - p[..., i]   # (P, R) with true values
 
-        worst = -jnp.inf
-        for i in range(n):
-            truth = util(v[:, None], i)[:, 0]
-            single = jnp.concatenate([v[:, None, i, :].repeat(m, 1).at[:, jnp.arange(m), jnp.arange(m)].set(x)
-                                      for x in (0.0, top)], axis=1)                  # (P, 2M, M)
-            tries = jnp.concatenate([rand, jnp.broadcast_to(corners, (v.shape[0],) + corners.shape), single], axis=1)
-            bids = jnp.broadcast_to(v[:, None], (v.shape[0], tries.shape[1], n, m)).at[:, :, i, :].set(tries)
-            worst = jnp.maximum(worst, jnp.max(util(bids, i) - truth[:, None]))
-        return float(worst)
+            worst = -jnp.inf
+            for i in range(n):
+                truth = util(v[:, None], i)[:, 0]
+                single = jnp.concatenate([v[:, None, i, :].repeat(m, 1).at[:, jnp.arange(m), jnp.arange(m)].set(x)
+                                          for x in (0.0, top)], axis=1)              # (P, 2M, M)
+                tries = jnp.concatenate([rand, jnp.broadcast_to(corners, (v.shape[0],) + corners.shape), single], axis=1)
+                bids = jnp.broadcast_to(v[:, None], (v.shape[0], tries.shape[1], n, m)).at[:, :, i, :].set(tries)
+                worst = jnp.maximum(worst, jnp.max(util(bids, i) - truth[:, None]))
+            return worst
+
+        worst = -np.inf
+        for s in range(0, v_all.shape[0], chunk):  # the last chunk may be shorter: one more compilation
+            worst = max(worst, float(gain(jnp.asarray(v_all[s:s + chunk]), jnp.asarray(rand_all[s:s + chunk]))))
+        return worst
 
 
 def final_eval(params: dict, spec: ama.AMASpec, prior: UniformPrior, points: int = 20000, seed: int = 0,
@@ -216,15 +229,15 @@ def main(argv=None) -> int:
         res = train(spec, prior, steps=args.steps, batch=args.batch, lr=args.lr, tau0=args.tau0, tau1=args.tau1,
                     seed=args.seed, eval_every=args.eval_every, log=log)
         metrics.close()
+        cmd = "python -m jaxauction.ama_train " + " ".join(argv if argv is not None else sys.argv[1:])
+        ama.save(out, res.params, spec, prior, meta={"command": cmd, "best_step": res.best_step,  # before the eval:
+                                                     "best_val_revenue": res.best_val_revenue,   # a failed eval
+                                                     "train_seconds": res.seconds, "args": vars(args)})  # keeps it
         ev = final_eval(res.params, spec, prior, points=args.test_points, seed=args.seed)
     except (ama.AMAError, baselines.BaselineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cmd = "python -m jaxauction.ama_train " + " ".join(argv if argv is not None else sys.argv[1:])
     setting = f"{spec.n_agents}x{spec.n_items}"
-    ama.save(out, res.params, spec, prior, meta={"command": cmd, "best_step": res.best_step,
-                                                 "best_val_revenue": res.best_val_revenue, "train_seconds": res.seconds,
-                                                 "args": vars(args)})
     (out / "final_eval.json").write_text(json.dumps({**ev, "train_seconds": res.seconds, "step": args.steps}, indent=1))
     (out / "CARD.md").write_text(_card(out, cmd, setting, spec, res, ev))
     print(json.dumps(ev, indent=1))
