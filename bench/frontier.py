@@ -40,6 +40,11 @@ Where each number comes from (discovered, not listed by hand):
   regret their own protocol's search reports (``pgd_own_protocol`` of ``results/audit/summary.json``:
   one uniform random start, 1000 Adam steps, lr 0.1), labelled as such, with the proven bounds
   the certifier reached in the notes. Training: ``- (N iterations)`` from the JSON's ``source``.
+* **Our learned affine maximizers** (family ``ours_sp``): every ``checkpoints/NAME`` with an ``ama.json``
+  (``python -m jaxauction.ama_train``). An affine maximizer is strategyproof and IR for any parameters
+  (``jaxauction/ama.py`` proves it), so its regret is 0 at every profile and there is no certificate to
+  read; the misreport search recorded in its ``final_eval.json`` must have found no gain (a check of the
+  code, in the checks list). Drawn as a solid horizontal line, like the baselines, at its revenue here.
 * **Strategyproof baselines** (regret 0): item-wise Myerson and the grand bundle,
   ``jaxauction.baselines.make`` (the bundle's reserve fitted on its own 100000 profiles), revenue
   by Monte Carlo on the same profiles, checked against ``baselines.revenue_estimate`` (and
@@ -80,7 +85,7 @@ import jax  # noqa: E402
 from certify import network, report  # noqa: E402
 from certify.certificate import is_proven  # noqa: E402
 from certify.campaign.results import locate_ckpt  # noqa: E402
-from jaxauction import baselines, checkpoints, mechanism  # noqa: E402
+from jaxauction import ama, baselines, checkpoints, mechanism  # noqa: E402
 
 SETTINGS = ("1x2", "2x2", "2x3", "3x2", "3x3", "2x5", "3x10")
 IR_TOL = 1e-6  # as jaxauction.evaluate
@@ -90,8 +95,10 @@ FAMILIES = {  # key -> (legend label, marker, filled, colour)
     "paper": ("paper's nets (certified by the paper's MIP)", "s", True, "C1"),
     "optimaler": ("optimaler RegretNet (certified, results/audit)", "^", True, "C2"),
     "optimaler_searched": ("optimaler RegretNet, searched regret only (not certified)", "^", False, "C2"),
+    "ours_sp": ("ours, learned affine maximizer (strategyproof by construction: regret 0)", None, True, "C0"),
     "baseline": ("strategyproof baseline (regret 0)", None, True, "C3"),
 }
+ZERO_REGRET = ("ours_sp", "baseline")  # families at regret 0 by construction: drawn as horizontal lines
 FAMILY_ORDER = list(FAMILIES)
 CHECKS_DONE = ("Each run's `weights_sha256` against the digest of the weights it names; each run's summary.json "
                "(pair count, exact mean) against its results.jsonl; recorded revenues (final_eval.json, "
@@ -293,6 +300,32 @@ def our_rows(vals_by_setting, runs, checks, revs):
     return rows
 
 
+def ama_rows(vals_by_setting, checks, revs):
+    """Our learned affine maximizers (``checkpoints/NAME/ama.json``, ``jaxauction.ama_train``): regret 0
+    at every profile by construction, so no certificate; the recorded misreport search must have found nothing."""
+    rows = []
+    for ck in sorted(p for p in (REPO / "checkpoints").iterdir() if ama.is_ama(p)):
+        params, spec, doc, prior = ama.load(ck)
+        setting = f"{spec.n_agents}x{spec.n_items}"
+        if setting not in vals_by_setting or not _uniform01(prior):
+            continue
+        rev, viol, rate = per_profile_revenue(params, spec, vals_by_setting[setting])
+        revs[(setting, ck.name)] = rev
+        ev = json.loads((ck / "final_eval.json").read_text())
+        gain = ev["misreport_search"]["max_gain"]
+        if gain > 1e-9:
+            checks.append(f"{ck.name}: its misreport search found a gain of {gain:.3g} (an affine maximizer allows none)")
+        row = _row(setting, ck.name, "ours_sp", **_rev_fields(rev, viol, rate))
+        row.update(x=0.0, x_what="0 (strategyproof by construction: affine maximizer)", source=f"checkpoints/{ck.name}",
+                   training=f"{ev['train_seconds']:.0f} s, {ev['step']} steps", hardware=_card_hardware(ck),
+                   revenue_recorded={"value": ev["revenue"], "where": f"checkpoints/{ck.name}/final_eval.json "
+                                     f"({ev['points']} profiles, seed {ev['seed']})"})
+        row["notes"].append(f"menu {spec.n_deterministic} deterministic + {spec.n_lotteries} lotteries; misreport search "
+                            f"({ev['misreport_search']['profiles']} profiles) largest gain {gain:.1e}")
+        rows.append(row)
+    return rows
+
+
 def paper_rows(vals_by_setting, runs, checks, revs):
     rows = []
     for npz in sorted((SHARED / "reference").glob("*.npz")):
@@ -415,10 +448,11 @@ def comparisons(rows, revs):
             continue
         best = max(base, key=lambda r: r["revenue"])
         pub = [r for r in rs if r["family"] in ("paper", "optimaler")]
+        searched = [r for r in rs if r["family"] == "optimaler_searched"]
         lines = []
-        for r in sorted((r for r in rs if r["family"] in ("ours", "ours_pgd")), key=lambda r: -r["revenue"]):
+        for r in sorted((r for r in rs if r["family"] in ("ours_sp", "ours", "ours_pgd")), key=lambda r: -r["revenue"]):
             d, se = paired(revs, setting, r["net"], best["net"])
-            what = "certified" if r["family"] == "ours" else "PGD, not certified"
+            what = {"ours": "certified", "ours_pgd": "PGD, not certified", "ours_sp": "strategyproof by construction"}[r["family"]]
             ent = {"net": r["net"], "family": r["family"], "regret": r["x"], "regret_what": what,
                    "vs_best_baseline": {"baseline": best["net"], "diff": d, "se": se},
                    "vs_baselines": {b["net"]: dict(zip(("diff", "se"), paired(revs, setting, r["net"], b["net"]))) for b in base},
@@ -427,6 +461,9 @@ def comparisons(rows, revs):
                 pd_, pse = paired(revs, setting, r["net"], p["net"])
                 ent["vs_published"].append({"net": p["net"], "regret": p["x"], "diff": pd_, "se": pse,
                                             "published_regret_lower_or_equal": p["x"] <= r["x"]})
+            ent["vs_published_uncertified"] = [
+                dict(zip(("diff", "se"), paired(revs, setting, r["net"], p["net"])), net=p["net"], searched_regret=p["x"])
+                for p in sorted(searched, key=lambda p: p["x"])]
             lines.append(ent)
         out[setting] = {"best_baseline": {"net": best["net"], "revenue": best["revenue"], "se": best["revenue_se"]},
                         "ours": lines}
@@ -446,7 +483,7 @@ def table(rows) -> str:
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in rows:
         c, t = r["cert"], r["cert_time"]
-        if r["family"] == "baseline":
+        if r["family"] in ZERO_REGRET:
             cert, f32, prov = "0 (strategyproof)", "-", "-"
         elif c is None:
             cert, f32, prov = "-", "-", "-"
@@ -476,7 +513,7 @@ def compact_table(rows) -> str:
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in rows:
         c, t = r["cert"], r["cert_time"]
-        if r["family"] == "baseline":
+        if r["family"] in ZERO_REGRET:
             cert = "0 (strategyproof)"
         elif c is None:
             cert = "- (not certified)"
@@ -503,10 +540,15 @@ def reading(comp) -> str:
             out.append("  no net of ours.")
         for e in c["ours"]:
             v = e["vs_best_baseline"]
-            s = (f"  `{e['net']}` ({e['regret_what']} {e['regret']:.5f}): {v['diff']:+.4f} ± {v['se']:.4f} vs `{v['baseline']}`")
+            regret = ("regret 0, strategyproof by construction" if e["family"] in ZERO_REGRET
+                      else f"{e['regret_what']} {e['regret']:.5f}")
+            s = f"  `{e['net']}` ({regret}): {v['diff']:+.4f} ± {v['se']:.4f} vs `{v['baseline']}`"
             pubs = [f"`{p['net']}` at {p['regret']:.5f} ({'<=' if p['published_regret_lower_or_equal'] else '>'} ours): "
                     f"{p['diff']:+.4f} ± {p['se']:.4f}" for p in e["vs_published"]]
-            out.append(s + ("; vs certified published nets: " + ", ".join(pubs) if pubs else "; no certified published net"))
+            s += ("; vs certified published nets: " + ", ".join(pubs)) if pubs else "; no certified published net"
+            unc = [f"`{p['net']}` (searched regret {p['searched_regret']:.5f}): {p['diff']:+.4f} ± {p['se']:.4f}"
+                   for p in e["vs_published_uncertified"]]
+            out.append(s + ("; vs published nets that are not certified: " + ", ".join(unc) if unc else ""))
     return "\n".join(out) + "\n"
 
 
@@ -518,12 +560,12 @@ def plot(rows, setting, path: Path, points: int, seed: int):
     rs = [r for r in rows if r["setting"] == setting]
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     seen = set()
-    xs = [r["x"] for r in rs if r["family"] != "baseline" and r["x"]]
+    xs = [r["x"] for r in rs if r["family"] not in ZERO_REGRET and r["x"]]
     ys = [r["revenue"] for r in rs]
     yspan = (max(ys) - min(ys)) or 1.0
     placed = []  # (x, y) of labelled points: a label near an earlier one is moved down a line
     for r in rs:
-        if r["family"] == "baseline" or not r["x"]:
+        if r["family"] in ZERO_REGRET or not r["x"]:
             continue
         lab, mk, filled, col = FAMILIES[r["family"]]
         ax.errorbar(r["x"], r["revenue"], yerr=r["revenue_se"], xerr=r["x_se"] or None, fmt=mk, color=col,
@@ -535,10 +577,11 @@ def plot(rows, setting, path: Path, points: int, seed: int):
         ax.annotate(_short(r["net"]), (r["x"], r["revenue"]), textcoords="offset points", xytext=(7, 4 - 10 * k),
                     fontsize=7)
     for r in rs:
-        if r["family"] != "baseline":
+        if r["family"] not in ZERO_REGRET:
             continue
-        lab, ls, col = BASELINE_STYLE[r["net"]]
-        ax.axhline(r["revenue"], ls=ls, color=col, lw=1.3, label=f"{lab}, regret 0: {r['revenue']:.4f} ± {r['revenue_se']:.4f}")
+        lab, ls, col = BASELINE_STYLE.get(r["net"], (f"ours: {r['net']}, learned affine maximizer", "-", "C0"))
+        ax.axhline(r["revenue"], ls=ls, color=col, lw=2.0 if r["family"] == "ours_sp" else 1.3,
+                   label=f"{lab}, regret 0: {r['revenue']:.4f} ± {r['revenue_se']:.4f}")
         ax.axhspan(r["revenue"] - r["revenue_se"], r["revenue"] + r["revenue_se"], color=col, alpha=0.15, lw=0)
     ax.set_xscale("log")
     if xs:
@@ -548,9 +591,9 @@ def plot(rows, setting, path: Path, points: int, seed: int):
     span = max(ys) - min(ys) or 0.05 * max(ys)
     ax.set_ylim(min(ys) - 0.12 * span, max(ys) + 0.12 * span)
     ax.set_xlabel("mean regret per (profile, agent): certified upper bound, exact function (log)\n"
-                  "hollow markers: searched (PGD) regret only, not certified; baselines (regret 0): horizontal lines")
+                  "hollow markers: searched (PGD) regret only, not certified; regret 0 (strategyproof): horizontal lines")
     ax.set_ylabel(f"revenue ({points} profiles, seed {seed}) ± s.e.")
-    none = "" if any(r["family"] in ("ours", "ours_pgd") for r in rs) else " (no net of ours)"
+    none = "" if any(r["family"] in ("ours", "ours_pgd", "ours_sp") for r in rs) else " (no mechanism of ours)"
     ax.set_title(f"{setting}, additive U[0,1]: revenue vs mean certified regret{none}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
@@ -584,7 +627,8 @@ def main(argv=None) -> int:
     runs = discover_runs()
     checks: list[str] = []
     revs: dict = {}
-    rows = (our_rows(vals_by_setting, runs, checks, revs) + paper_rows(vals_by_setting, runs, checks, revs)
+    rows = (our_rows(vals_by_setting, runs, checks, revs) + ama_rows(vals_by_setting, checks, revs)
+            + paper_rows(vals_by_setting, runs, checks, revs)
             + optimaler_rows(vals_by_setting, runs, checks, revs)
             + baseline_rows(vals_by_setting, priors_by_setting, args.points, args.seed, checks, revs))
     for r in rows:  # recorded revenues (other profiles) against ours

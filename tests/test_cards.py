@@ -24,6 +24,12 @@ def test_baseline_line_says_when_the_net_earns_less():
     gap = re.search(r"earns (\d+\.\d+) \*\*less\*\* than myerson", low)
     assert gap and abs(float(gap[1]) - (mean - 0.5)) <= 1.5e-4
     assert "**less**" not in high and "more than the best of them (myerson)" in high
+    ama_rev = json.loads((ROOT / "checkpoints" / "3x2_ama" / "final_eval.json").read_text())["revenue"]
+    assert f"the shipped affine maximizer `3x2_ama` ({ama_rev:.4f}, regret 0 by construction)" in low
+    from jaxauction import checkpoints
+    assert results_table.shipped_amas(checkpoints.load_with_prior(ckpt)[3]) == [("3x2_ama", ama_rev)]
+    assert results_table.shipped_amas(checkpoints.load_with_prior(ROOT / "checkpoints" / "2x2_reg")[3]) == [
+        ("2x2_ama", json.loads((ROOT / "checkpoints" / "2x2_ama" / "final_eval.json").read_text())["revenue"])]
     assert _figures(high) == figs  # one estimate per prior (cached), the same in every card
 
 

@@ -72,3 +72,30 @@ def test_card_reproduce_command_rebuilds_the_shipped_config(name):
     for key in ("teacher", "max_seconds"):
         rebuilt.pop(key), want.pop(key)
     assert rebuilt == want
+
+
+# ---- the shipped affine maximizers (jaxauction.ama_train): strategyproof by construction ----------
+
+from jaxauction import ama, ama_train, baselines  # noqa: E402
+
+SHIPPED_AMA = sorted(p.name for p in (REPO / "checkpoints").iterdir() if ama.is_ama(p))
+
+
+def test_there_are_shipped_affine_maximizers():
+    assert {"3x2_ama", "3x3_ama"} <= set(SHIPPED_AMA)
+
+
+@pytest.mark.parametrize("name", SHIPPED_AMA)
+def test_shipped_ama_matches_its_record_beats_myerson_and_has_no_gainful_misreport(name):
+    d = REPO / "checkpoints" / name
+    params, spec, doc, prior = ama.load(d)
+    rec = json.loads((d / "final_eval.json").read_text())
+    vals = prior.sample(jax.random.PRNGKey(rec["seed"]), rec["points"])
+    rev = np.asarray(ama.apply(params, vals, spec)[1], np.float64).sum(axis=1)
+    np.testing.assert_allclose(rev.mean(), rec["revenue"], rtol=1e-6)
+    diff = rev - np.asarray(baselines.make("myerson", prior)(vals)[1], np.float64).sum(axis=1)
+    assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(len(diff)), "earns no more than item-wise Myerson"
+    assert rec["misreport_search"]["max_gain"] <= 1e-9
+    assert ama_train.misreport_search(params, spec, np.asarray(vals[:40]), misreports=64, seed=1) <= 1e-9
+    card = (d / "CARD.md").read_text()
+    assert f"--out checkpoints/{name}" in card and "- hardware: " in card
