@@ -266,20 +266,20 @@ def _space_note(row, ck: Path, params):
 
 def _shipped(vals_by_setting, revs, is_kind, load):
     """Each shipped checkpoint of a kind, for a frontier setting with a U[0,1] prior: yields
-    ``(ck, params, spec, doc, setting, (rev, viol, rate))`` after recording its per-profile revenue in ``revs``."""
+    ``(ck, params, spec, setting, (rev, viol, rate))`` after recording its per-profile revenue in ``revs``."""
     for ck in sorted(p for p in (REPO / "checkpoints").iterdir() if is_kind(p)):
-        params, spec, doc, prior = load(ck)
+        params, spec, _, prior = load(ck)
         setting = f"{spec.n_agents}x{spec.n_items}"
         if setting not in vals_by_setting or not _uniform01(prior):
             continue
         measured = per_profile_revenue(params, spec, vals_by_setting[setting])
         revs[(setting, ck.name)] = measured[0]
-        yield ck, params, spec, doc, setting, measured
+        yield ck, params, spec, setting, measured
 
 
 def our_rows(vals_by_setting, runs, checks, revs):
     rows = []
-    for ck, params, spec, _, setting, (rev, viol, rate) in _shipped(
+    for ck, params, spec, setting, (rev, viol, rate) in _shipped(
             vals_by_setting, revs, lambda p: (p / "mechanism.json").exists(), checkpoints.load_with_prior):
         ev = json.loads((ck / "final_eval.json").read_text()) if (ck / "final_eval.json").exists() else {}
         prim, others, chosen = certificates(ck, params, runs, checks, ck.name)
@@ -312,7 +312,7 @@ def ama_rows(vals_by_setting, checks, revs):
     """Our learned affine maximizers (``checkpoints/NAME/ama.json``, ``jaxauction.ama_train``): regret 0
     at every profile by construction, so no certificate; the recorded misreport search must have found nothing."""
     rows = []
-    for ck, params, spec, _, setting, (rev, viol, rate) in _shipped(vals_by_setting, revs, ama.is_ama, ama.load):
+    for ck, params, spec, setting, (rev, viol, rate) in _shipped(vals_by_setting, revs, ama.is_ama, ama.load):
         ev = json.loads((ck / "final_eval.json").read_text())
         gain = ev["misreport_search"]["max_gain"]
         if gain > 1e-9:
